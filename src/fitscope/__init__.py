@@ -1,0 +1,7 @@
+"""fitscope: activation-function and model-capacity studies in PyTorch."""
+
+__version__ = "0.1.0"
+
+
+class FitscopeError(Exception):
+    """A problem the user can fix (a bad config value, missing data files): one line, no traceback."""

@@ -1,0 +1,81 @@
+"""What a run prints: a line per epoch and a progress bar for a single run, a line per finished
+run in a sweep (`trainer.console`: auto, epochs, runs, quiet). Lines go through `logging`, so
+Hydra also keeps them in the run folder's `run.log`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+log = logging.getLogger("fitscope")
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def epoch_line(row: Mapping[str, float], epochs: int) -> str:
+    width = len(str(epochs))
+    return (
+        f"epoch {row['epoch']:>{width}}/{epochs}  "
+        f"train loss {row['train_loss']:.4f} acc {_pct(row['train_acc'])}  "
+        f"val loss {row['val_loss']:.4f} acc {_pct(row['val_acc'])}  {row['seconds']:.2f}s"
+    )
+
+
+def run_line(label: str, summary: Mapping[str, Any]) -> str:
+    status = summary["status"]
+    text = f"{label}: {status} in {summary.get('wall_time_s', 0):.1f}s"
+    best = summary.get("best")
+    if best:
+        text += (
+            f", best epoch {summary['best_epoch']}/{summary['epochs_run']}: "
+            f"val loss {best['val_loss']:.4f} acc {_pct(best['val_acc'])}"
+        )
+    test = summary.get("test_best")
+    if test:
+        text += f", test acc {_pct(test['acc'])}"
+    if summary.get("error"):
+        text += f" ({summary['error']})"
+    return text
+
+
+class Console:
+    def __init__(self, mode: str, in_sweep: bool, epochs: int) -> None:
+        self.epochs = epochs
+        self.show_epochs = mode == "epochs" or (mode == "auto" and not in_sweep)
+        self.show_runs = mode != "quiet"
+        self.in_sweep = in_sweep
+        self._bar: tqdm | None = None
+
+    @contextlib.contextmanager
+    def training(self) -> Iterator[None]:
+        """Shows the progress bar (on a terminal) while the epochs run."""
+        if not self.show_epochs:
+            yield
+            return
+        # disable=None: a bar on a terminal only, never in a log file or a pipe.
+        with logging_redirect_tqdm(), tqdm(total=self.epochs, unit="epoch", leave=False,
+                                           disable=None) as self._bar:
+            yield
+        self._bar = None
+
+    def epoch(self, row: Mapping[str, float]) -> None:
+        if self.show_epochs:
+            log.info(epoch_line(row, self.epochs))
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def finished(self, label: str, summary: Mapping[str, Any]) -> None:
+        if summary["status"] == "diverged":
+            log.warning(run_line(label, summary))
+        elif summary["status"] == "failed":
+            if self.in_sweep:  # a single run's error is printed by Hydra as the process ends
+                log.error(run_line(label, summary))
+        elif self.show_runs:
+            log.info(run_line(label, summary))

