@@ -4,4 +4,4 @@ __version__ = "0.1.0"
 
 
 class FitscopeError(Exception):
-    """A problem the user can fix (a bad config value, missing data files): one line, no traceback."""
+    """A problem the user can fix (bad config value, missing data): one line, no traceback."""

@@ -41,7 +41,9 @@ def integer(low: int) -> tuple[Callable[[Any], bool], str]:
     return (lambda v: _is_int(v) and v >= low), f"an integer >= {low}"
 
 
-def number(low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = True):
+def number(
+    low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = True
+):
     def check(v: Any) -> bool:
         if not _is_number(v) or v < low or (low_open and v == low):
             return False
@@ -61,11 +63,19 @@ BOOLEAN = ((lambda v: isinstance(v, bool)), "true or false")
 STRING = ((lambda v: isinstance(v, str) and v != ""), "a non-empty path")
 NULL_OR_POSITIVE = ((lambda v: v is None or (_is_number(v) and v > 0)), "null or a number > 0")
 BETAS = (
-    (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v)),
+    (
+        lambda v: (
+            isinstance(v, (list, tuple))
+            and len(v) == 2
+            and all(_is_number(b) and 0 <= b < 1 for b in v)
+        )
+    ),
     "two numbers in [0, 1), e.g. [0.9,0.999]",
 )
-DEVICE = ((lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None),
-          "auto, cpu, cuda, cuda:N or mps")
+DEVICE = (
+    (lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None),
+    "auto, cpu, cuda, cuda:N or mps",
+)
 
 # key -> (check, what is allowed, required)
 RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
@@ -112,7 +122,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
 def _show(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_show(v) for v in value) + "]"
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    return (
+        "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    )
 
 
 def _lookup(container: dict[str, Any], key: str) -> Any:

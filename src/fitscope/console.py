@@ -60,8 +60,10 @@ class Console:
             yield
             return
         # disable=None: a bar on a terminal only, never in a log file or a pipe.
-        with logging_redirect_tqdm(), tqdm(total=self.epochs, unit="epoch", leave=False,
-                                           disable=None) as self._bar:
+        with (
+            logging_redirect_tqdm(),
+            tqdm(total=self.epochs, unit="epoch", leave=False, disable=None) as self._bar,
+        ):
             yield
         self._bar = None
 

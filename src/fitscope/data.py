@@ -120,7 +120,9 @@ def make_splits(data: Mapping[str, Any], device: torch.device | str = "cpu") -> 
     )
     seed = data.get("split_seed", 0)
     if test_images is None:
-        train_idx, test_idx = _stratified_split(labels, data["test_fraction"], seed, "data.test_fraction")
+        train_idx, test_idx = _stratified_split(
+            labels, data["test_fraction"], seed, "data.test_fraction"
+        )
         test_images, test_labels = images[test_idx], labels[test_idx]
         images, labels = images[train_idx], labels[train_idx]
     train_idx, val_idx = _stratified_split(labels, data["val_fraction"], seed, "data.val_fraction")

@@ -41,7 +41,7 @@ INITS = ("auto", "default", "kaiming", "lecun", "xavier", "orthogonal")
 
 
 def make_activation(activation: Mapping[str, Any]) -> nn.Module:
-    """The activation module for an `activation` config, e.g. {"name": "leaky", "negative_slope": 0.1}."""
+    """The module for an `activation` config, e.g. {"name": "leaky", "negative_slope": 0.1}."""
     params = {key: value for key, value in activation.items() if key != "name"}
     return ACTIVATIONS[activation["name"]](**params)
 

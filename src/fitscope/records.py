@@ -52,8 +52,9 @@ class MetricsWriter:
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     """Write `data` as JSON so that readers see the old file or the new one, never a part."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=path.name, suffix=".tmp",
-                                     delete=False) as tmp:
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False
+    ) as tmp:
         json.dump(data, tmp, indent=2, allow_nan=False, default=str)
         tmp.write("\n")
     os.replace(tmp.name, path)

@@ -70,8 +70,11 @@ def run(
         "command": rerun_command(overrides),
         "started_at": _now(),
     }
-    console = Console(OmegaConf.select(cfg, "trainer.console", default="auto"), in_sweep,
-                      OmegaConf.select(cfg, "trainer.epochs", default=0))
+    console = Console(
+        OmegaConf.select(cfg, "trainer.console", default="auto"),
+        in_sweep,
+        OmegaConf.select(cfg, "trainer.epochs", default=0),
+    )
     try:
         validate(cfg)
         summary.update(seed=cfg.trainer.seed, config_hash=config_hash(cfg))
@@ -80,14 +83,21 @@ def run(
         _train(OmegaConf.to_container(cfg, resolve=True), out_dir, summary, console)
     except BaseException as error:
         # KeyboardInterrupt included: the rows written so far stay, the summary says why it ended.
-        message = str(error) if isinstance(error, FitscopeError) else f"{type(error).__name__}: {error}"
-        summary.update(status="failed", error=message or type(error).__name__)
+        summary.update(status="failed", error=_failure_reason(error))
         raise
     finally:
         summary.update(finished_at=_now(), wall_time_s=time.perf_counter() - start)
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
         console.finished(label, summary)
     return summary
+
+
+def _failure_reason(error: BaseException) -> str:
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (KeyboardInterrupt: Ctrl-C or SIGINT)"
+    if isinstance(error, FitscopeError):
+        return str(error)
+    return f"{type(error).__name__}: {error}".removesuffix(": ")
 
 
 def _train(cfg: dict[str, Any], out_dir: Path, summary: dict[str, Any], console: Console) -> None:
@@ -102,20 +112,27 @@ def _train(cfg: dict[str, Any], out_dir: Path, summary: dict[str, Any], console:
     model_args = {
         "in_features": splits.n_features,
         "n_classes": splits.n_classes,
-        **{key: cfg["model"][key] for key in ("depth", "width", "dropout", "init",
-                                              "final_activation")},
+        **{
+            key: cfg["model"][key]
+            for key in ("depth", "width", "dropout", "init", "final_activation")
+        },
         "activation": cfg["activation"],
     }
     model = build_mlp(**model_args).to(device)
     summary.update(
         params=count_parameters(model),
         device=device_name(device),
-        samples={"train": len(splits.x_train), "val": len(splits.x_val), "test": len(splits.x_test)},
+        samples={
+            "train": len(splits.x_train),
+            "val": len(splits.x_val),
+            "test": len(splits.x_test),
+        },
         versions=library_versions(),
         git=git_state(),
     )
 
     with MetricsWriter(out_dir / METRICS_FILE, EPOCH_COLUMNS) as writer, console.training():
+
         def on_epoch(row: dict[str, float]) -> None:
             writer.write(row)
             console.epoch(row)
@@ -150,8 +167,9 @@ def _train(cfg: dict[str, Any], out_dir: Path, summary: dict[str, Any], console:
         model.load_state_dict(result.best_state)
         test_best = evaluate(model, splits.x_test, splits.y_test, eval_batch).tolist()
         save_checkpoint(out_dir / CHECKPOINT_FILE, result.best_state, model_args, result.best_epoch)
-        summary.update(best=_metrics(result.rows[result.best_epoch - 1]),
-                       test_best=_test_metrics(test_best))
+        summary.update(
+            best=_metrics(result.rows[result.best_epoch - 1]), test_best=_test_metrics(test_best)
+        )
 
 
 def _metrics(row: Mapping[str, float]) -> dict[str, float | None]:

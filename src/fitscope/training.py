@@ -77,7 +77,9 @@ def early_stopping_epoch(val_losses: Sequence[float], patience: int, min_delta: 
 
 def best_epoch(val_losses: Sequence[float]) -> int | None:
     """The (1-based) epoch with the lowest finite validation loss; None if there is none."""
-    finite = [(loss, epoch) for epoch, loss in enumerate(val_losses, start=1) if math.isfinite(loss)]
+    finite = [
+        (loss, epoch) for epoch, loss in enumerate(val_losses, start=1) if math.isfinite(loss)
+    ]
     return min(finite)[1] if finite else None
 
 
@@ -156,16 +158,24 @@ def fit(
     for epoch in range(1, trainer_cfg["epochs"] + 1):
         start = time.perf_counter()
         train_one_epoch(
-            model, optimizer, splits.x_train, splits.y_train,
-            trainer_cfg["batch_size"], generator, optimizer_cfg.get("grad_clip"),
+            model,
+            optimizer,
+            splits.x_train,
+            splits.y_train,
+            trainer_cfg["batch_size"],
+            generator,
+            optimizer_cfg.get("grad_clip"),
         )
-        metrics = torch.cat([
-            evaluate(model, splits.x_train, splits.y_train, eval_batch),
-            evaluate(model, splits.x_val, splits.y_val, eval_batch),
-        ]).tolist()  # the epoch's one host sync
+        metrics = torch.cat(
+            [
+                evaluate(model, splits.x_train, splits.y_train, eval_batch),
+                evaluate(model, splits.x_val, splits.y_val, eval_batch),
+            ]
+        ).tolist()  # the epoch's one host sync
         seconds = time.perf_counter() - start
         loop_seconds += seconds
-        row = dict(zip(EPOCH_COLUMNS, [epoch, *metrics, optimizer.param_groups[0]["lr"], seconds]))
+        values = [epoch, *metrics, optimizer.param_groups[0]["lr"], seconds]
+        row = dict(zip(EPOCH_COLUMNS, values, strict=True))
         result.rows.append(row)
         if on_epoch is not None:
             on_epoch(row)

@@ -1,0 +1,127 @@
+"""The real command line: sweeps in subprocesses, run folders, divergence and interruptions."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import RUN_PY, read_metrics, read_summary, run_cli
+
+pytestmark = pytest.mark.slow
+QUICK = ["data=digits", "model.width=32"]
+
+
+def _sweep_dirs(cwd):
+    return sorted(p for p in cwd.glob("multirun/*/*") if p.is_dir())
+
+
+def test_multirun_sweep_writes_one_folder_per_run_and_survives_divergence(tmp_path):
+    result = run_cli(
+        "-m",
+        *QUICK,
+        "optimizer=sgd",
+        "optimizer.lr=0.05,1e4",
+        "activation=relu,tanh",
+        "trainer.epochs=3",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    [sweep] = _sweep_dirs(tmp_path)
+    assert (sweep / "multirun.yaml").is_file()
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in runs] == ["0", "1", "2", "3"]
+    statuses = {}
+    for run_dir in runs:
+        summary = read_summary(run_dir)
+        swept = [o for o in summary["overrides"] if o.startswith(("optimizer.lr", "activation"))]
+        statuses[" ".join(swept)] = summary["status"]
+        assert (run_dir / "config.yaml").is_file() and (run_dir / ".hydra").is_dir()
+        assert len(read_metrics(run_dir)) == summary["epochs_run"]
+        assert summary["command"].startswith("python src/run.py ")
+        assert summary["choices"]["activation"] in ("relu", "tanh")
+    assert statuses["optimizer.lr=0.05 activation=relu"] == "completed"
+    assert statuses["optimizer.lr=0.05 activation=tanh"] == "completed"
+    assert statuses["optimizer.lr=10000.0 activation=relu"] == "diverged"
+    assert statuses["optimizer.lr=10000.0 activation=tanh"] == "diverged"
+    # One line per finished run.
+    assert result.stderr.count(": completed in ") + result.stdout.count(": completed in ") == 2
+
+
+def test_single_run_prints_epoch_lines_and_lands_under_multirun(tmp_path):
+    result = run_cli(*QUICK, "trainer.epochs=2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "epoch 1/2  train loss" in output and "epoch 2/2" in output
+    [run_dir] = tmp_path.glob("multirun/*/*/0")
+    assert read_summary(run_dir)["status"] == "completed"
+    assert (run_dir / "best.pt").is_file()
+    assert "epoch 2/2" in (run_dir / "run.log").read_text()
+
+
+def test_quiet_mode_prints_nothing_for_a_good_run(tmp_path):
+    result = run_cli(*QUICK, "trainer.epochs=1", "trainer.console=quiet", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "epoch" not in result.stdout + result.stderr
+
+
+def test_two_sweeps_started_together_get_their_own_folders(tmp_path):
+    args = [sys.executable, str(RUN_PY), "-m", *QUICK, "trainer.epochs=1", "trainer.console=quiet"]
+    procs = [
+        subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(2)
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    sweeps = _sweep_dirs(tmp_path)
+    assert len(sweeps) == 2
+    assert all(read_summary(s / "0")["status"] == "completed" for s in sweeps)
+
+
+def _start_long_run(tmp_path):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(RUN_PY),
+            "data=mnist5k",
+            "trainer.epochs=10000",
+            "trainer.console=quiet",
+            "model.width=64",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        metrics = list(tmp_path.glob("multirun/*/*/0/metrics.csv"))
+        if metrics and len(metrics[0].read_text().splitlines()) >= 3:  # header + 2 epochs
+            return proc, metrics[0].parent
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail("the run wrote no epochs in time")
+
+
+def test_killed_run_leaves_written_epochs_readable(tmp_path):
+    proc, run_dir = _start_long_run(tmp_path)
+    proc.kill()
+    proc.wait(timeout=30)
+    metrics = read_metrics(run_dir)
+    assert len(metrics) >= 2 and list(metrics["epoch"][:2]) == [1, 2]
+    assert metrics.notna().all().all()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
+
+
+def test_interrupted_run_says_so_and_keeps_its_epochs(tmp_path):
+    proc, run_dir = _start_long_run(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    summary = read_summary(run_dir)
+    assert summary["status"] == "failed"
+    assert summary["error"].startswith("interrupted")
+    assert len(read_metrics(run_dir)) >= 2

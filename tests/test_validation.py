@@ -1,0 +1,103 @@
+"""Bad input stops a run before any work with one line that names the key, the value and what
+is allowed; nothing already written is lost."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import compose_cfg, read_summary, run_cli
+from fitscope.config import ConfigError, validate
+from fitscope.data import DataError, load_arrays
+from fitscope.runner import run
+
+BAD_VALUES = [
+    ("model.depth=-1", "an integer >= 0"),
+    ("model.width=0", "an integer >= 1"),
+    ("optimizer.lr=0", "a number > 0"),
+    ("trainer.batch_size=0", "an integer >= 1"),
+    ("trainer.epochs=0", "an integer >= 1"),
+    ("data.val_fraction=1.5", "a number in (0, 1)"),
+    ("model.dropout=1", "a number in [0, 1)"),
+    ("model.depth=abc", "an integer >= 0"),
+    ("model.final_activation=maybe", "true or false"),
+    ("model.init=magic", "one of auto, default"),
+    ("optimizer.grad_clip=-1", "null or a number > 0"),
+    ("trainer.device=tpu", "auto, cpu, cuda, cuda:N or mps"),
+    ("trainer.console=loud", "one of auto, epochs, runs, quiet"),
+    ("trainer.early_stopping.patience=0", "an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize(("override", "allowed"), BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_bad_value_names_key_value_and_what_is_allowed(override, allowed):
+    with pytest.raises(ConfigError) as error:
+        validate(compose_cfg(override))
+    message = str(error.value)
+    assert message.startswith(f"{override} is invalid: expected ")
+    assert allowed in message
+    assert "\n" not in message
+
+
+def test_default_config_is_valid():
+    validate(compose_cfg())
+
+
+def test_activation_parameter_that_does_not_exist_is_named():
+    with pytest.raises(ConfigError, match=r"activation.beta is not a parameter of activation=relu"):
+        validate(compose_cfg("+activation.beta=2"))
+
+
+def test_unavailable_cuda_device_says_what_to_use(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(
+        ConfigError, match=r"trainer.device=cuda:1 is invalid: .*use trainer.device=auto"
+    ):
+        validate(compose_cfg("trainer.device=cuda:1"))
+
+
+def test_failed_validation_is_recorded_without_training(tmp_path):
+    with pytest.raises(ConfigError):
+        run(compose_cfg("model.width=0"), tmp_path)
+    summary = read_summary(tmp_path)
+    assert summary["status"] == "failed"
+    assert summary["error"] == "model.width=0 is invalid: expected an integer >= 1"
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_missing_torchvision_files_say_where_and_how_to_fix(tmp_path):
+    load_arrays.cache_clear()
+    with pytest.raises(DataError) as error:
+        load_arrays("fashion_mnist", str(tmp_path), False)
+    message = str(error.value)
+    assert str(tmp_path / "FashionMNIST" / "raw") in message
+    assert "data.download=true" in message and "data.root=" in message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override", [b[0] for b in BAD_VALUES[:7]])
+def test_command_line_bad_value_exits_nonzero_with_one_line(override, tmp_path):
+    result = run_cli(override, cwd=tmp_path)
+    assert result.returncode != 0
+    assert f"{override} is invalid: expected" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not list(tmp_path.glob("multirun/*/*/0/metrics.csv"))  # no work started
+
+
+@pytest.mark.slow
+def test_unknown_option_keeps_hydras_list_of_choices(tmp_path):
+    result = run_cli("activation=nope", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'activation/nope'" in result.stderr
+    for choice in ("relu", "leaky", "selu", "mish"):
+        assert f"\t{choice}\n" in result.stderr
+
+
+@pytest.mark.slow
+def test_command_line_missing_dataset_says_where_it_looked(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli("data=mnist", "data.download=false", f"data.root={empty}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert f"no MNIST files in {empty / 'MNIST' / 'raw'}" in result.stderr
+    assert "set data.download=true" in result.stderr
+    assert "Traceback" not in result.stderr
