@@ -8,12 +8,14 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 
-from conftest import RUN_PY, read_metrics, read_summary, run_cli
+from conftest import REPO, RUN_PY, read_metrics, read_summary, run_cli
 
 pytestmark = pytest.mark.slow
 QUICK = ["data=digits", "model.width=32"]
+REPORT_PY = REPO / "src" / "report.py"
 
 
 def _sweep_dirs(cwd):
@@ -50,6 +52,72 @@ def test_multirun_sweep_writes_one_folder_per_run_and_survives_divergence(tmp_pa
     assert statuses["optimizer.lr=10000.0 activation=tanh"] == "diverged"
     # One line per finished run.
     assert result.stderr.count(": completed in ") + result.stdout.count(": completed in ") == 2
+    # The sweep ends with its report, named after the sweep folder.
+    report = tmp_path / "reports" / f"{sweep.parent.name}_{sweep.name}"
+    assert f"report: {(report / 'report.html').relative_to(tmp_path)}" in result.stdout
+    runs = pd.read_csv(report / "runs.csv")
+    assert sorted(runs["status"]) == ["completed", "completed", "diverged", "diverged"]
+    assert list(runs.columns[2:4]) == ["activation", "optimizer.lr"]
+
+
+def test_sweep_with_a_failed_run_prints_the_report_command_that_works(tmp_path):
+    result = run_cli("-m", *QUICK, "trainer.epochs=2", "model.depth=1,-1", cwd=tmp_path)
+    assert result.returncode != 0
+    [sweep] = _sweep_dirs(tmp_path)
+    assert read_summary(sweep / "0")["status"] == "completed"  # the good run still ran
+    assert read_summary(sweep / "1")["status"] == "failed"
+    command = f"python src/report.py {sweep.relative_to(tmp_path)}"
+    assert f"Build it with: {command}" in result.stderr
+    assert not (tmp_path / "reports").exists()
+
+    built = subprocess.run(
+        [sys.executable, str(REPORT_PY), str(sweep.relative_to(tmp_path))],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    runs = pd.read_csv(next((tmp_path / "reports").iterdir()) / "runs.csv")
+    assert list(runs["status"]) == ["completed", "failed"]
+    assert "model.depth=-1 is invalid" in runs["reason"][1]
+
+
+def test_report_command_line_errors_and_diff(tmp_path):
+    def report(*args):
+        return subprocess.run(
+            [sys.executable, str(REPORT_PY), *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    empty = report(str(tmp_path))
+    assert empty.returncode == 2
+    assert (
+        empty.stderr.strip() == f"report.py: {tmp_path}: no run folders in it "
+        "(a run folder holds summary.json, metrics.csv, .hydra)"
+    )
+    assert (
+        run_cli(
+            "-m",
+            *QUICK,
+            "trainer.epochs=1",
+            "activation=relu,selu",
+            "report.enabled=false",
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
+    [sweep] = _sweep_dirs(tmp_path)
+    diff = report("diff", str(sweep / "0"), str(sweep / "1"))
+    assert diff.returncode == 0
+    assert diff.stdout.startswith("activation: relu → selu\n  activation.name: relu → selu\n")
+    assert (
+        "python src/run.py data=digits model.width=32 trainer.epochs=1 activation=selu"
+        in diff.stdout
+    )
 
 
 def test_single_run_prints_epoch_lines_and_lands_under_multirun(tmp_path):

@@ -25,6 +25,9 @@ BAD_VALUES = [
     ("trainer.device=tpu", "auto, cpu, cuda, cuda:N or mps"),
     ("trainer.console=loud", "one of auto, epochs, runs, quiet"),
     ("trainer.early_stopping.patience=0", "an integer >= 1"),
+    ("report.patience=0", "an integer >= 1"),
+    ("report.underfit_train_acc=2", "a number in [0, 1]"),
+    ("report.name=a/b", "null or a folder name"),
 ]
 
 

@@ -61,6 +61,10 @@ def one_of(*choices: str) -> tuple[Callable[[Any], bool], str]:
 
 BOOLEAN = ((lambda v: isinstance(v, bool)), "true or false")
 STRING = ((lambda v: isinstance(v, str) and v != ""), "a non-empty path")
+NULL_OR_NAME = (
+    (lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[\w.+-]+", v) is not None)),
+    "null or a folder name (letters, digits, _ . + -)",
+)
 NULL_OR_POSITIVE = ((lambda v: v is None or (_is_number(v) and v > 0)), "null or a number > 0")
 BETAS = (
     (
@@ -115,6 +119,15 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
         ("trainer.early_stopping.patience", integer(1), True),
         ("trainer.early_stopping.min_delta", number(0), True),
         ("trainer.console", one_of(*CONSOLE_MODES), True),
+        ("report.enabled", BOOLEAN, True),
+        ("report.dir", STRING, True),
+        ("report.name", NULL_OR_NAME, True),
+        ("report.patience", integer(1), True),
+        ("report.min_delta", number(0), True),
+        ("report.overfit_rise", number(0, low_open=True), True),
+        ("report.underfit_train_acc", number(0, 1, high_open=False), True),
+        ("report.converge_window", number(0, 1, low_open=True, high_open=False), True),
+        ("report.converge_tol", number(0), True),
     ]
 }
 
@@ -188,8 +201,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """A short hash of the resolved config, console mode left out: same hash, same run."""
+    """A short hash of the resolved config, console mode and report settings left out (they
+    change what is printed, not what is computed): same hash, same run."""
     container = OmegaConf.to_container(cfg, resolve=True)
     container.get("trainer", {}).pop("console", None)
+    container.pop("report", None)
     text = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,226 @@
+"""Report charts: matplotlib PNGs drawn with the Agg backend (no display needed).
+
+Each function takes the report's frames and a file path, draws one figure and returns the path,
+or None when the runs give it nothing to show.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from fitscope.models import ACTIVATIONS  # noqa: E402
+
+PALETTE = plt.get_cmap("tab10").colors
+# One colour per activation, the same in every chart of every report.
+ACTIVATION_COLORS = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(ACTIVATIONS)}
+DIAGNOSIS_COLORS = {"overfit": "#c0392b", "underfit": "#2471a3", "good fit": "#1e8449"}
+TRAIN_COLOR, VAL_COLOR = "#2c3e50", "#e67e22"
+
+
+def value_colors(values: pd.Series, key: str) -> dict:
+    """A colour per distinct value: the fixed activation colours when `key` is the activation."""
+    unique = list(dict.fromkeys(values.astype(str)))
+    if key in ("activation", "activation.name"):
+        return {v: ACTIVATION_COLORS.get(v, PALETTE[i % 10]) for i, v in enumerate(unique)}
+    return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(unique)}
+
+
+def _save(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
+    for ax in fig.axes:
+        if ax.get_xlabel() == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _curve(curves: pd.DataFrame, run: str, split: str, metric: str) -> pd.DataFrame:
+    mask = (curves["run"] == run) & (curves["split"] == split) & (curves["metric"] == metric)
+    return curves.loc[mask].sort_values("epoch")
+
+
+def loss_small_multiples(runs: pd.DataFrame, curves: pd.DataFrame, path: Path) -> Path | None:
+    """Train and validation loss of every run, one panel each, best and early-stopping epochs
+    marked, the diagnosis in the title."""
+    shown = runs[runs["run"].isin(curves["run"].unique())]
+    if shown.empty:
+        return None
+    n = len(shown)
+    cols = min(n, 4 if n <= 16 else math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(3.6 * cols, 2.9 * rows + 0.8),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
+    )
+    for ax, (_, run) in zip(axes.flat, shown.iterrows(), strict=False):
+        loss = curves[(curves["run"] == run["run"]) & (curves["metric"] == "loss")]
+        for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
+            part = loss[loss["split"] == split].sort_values("epoch")
+            ax.plot(part["epoch"], part["value"], color=color, lw=1.4, label=f"{split} loss")
+        if pd.notna(run["best_epoch"]):
+            ax.axvline(run["best_epoch"], color="black", lw=0.9, label="best epoch")
+        if pd.notna(run["early_stopping_epoch"]):
+            ax.axvline(
+                run["early_stopping_epoch"],
+                color="black",
+                lw=0.9,
+                ls=":",
+                label="early-stopping epoch",
+            )
+        positive = loss["value"][loss["value"] > 0]
+        if not positive.empty and positive.max() / positive.min() > 20:
+            ax.set_yscale("log")
+        ax.set_title(
+            f"{run['label']}\n{run['diagnosis']}",
+            fontsize=8.5,
+            color=DIAGNOSIS_COLORS.get(run["diagnosis"], "dimgray"),
+        )
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.25)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("cross-entropy (nats/sample)", fontsize=8)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
+    fig.suptitle("Train vs validation loss per run", fontsize=11)
+    return _save(fig, path, dpi=110 if n <= 16 else 70)
+
+
+def validation_by_key(
+    runs: pd.DataFrame, curves: pd.DataFrame, key: str, path: Path
+) -> Path | None:
+    """Validation loss and accuracy of every run, coloured by its value of `key`."""
+    if curves.empty or key not in curves.columns:
+        return None
+    colors = value_colors(runs[key], key)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    seen = set()
+    for _, group in curves[curves["split"] == "val"].groupby("run", sort=False):
+        value = str(group[key].iloc[0])
+        label = None if value in seen else f"{key}={value}"
+        seen.add(value)
+        for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
+            part = group[group["metric"] == metric].sort_values("epoch")
+            scale = 100 if metric == "acc" else 1
+            ax.plot(
+                part["epoch"],
+                part["value"] * scale,
+                color=colors[value],
+                lw=1.3,
+                alpha=0.85,
+                label=label if metric == "loss" else None,
+            )
+    ax_loss.set(
+        xlabel="epoch", ylabel="validation loss (nats/sample)", title=f"Validation loss by {key}"
+    )
+    ax_acc.set(
+        xlabel="epoch", ylabel="validation accuracy (%)", title=f"Validation accuracy by {key}"
+    )
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.25)
+    ax_loss.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def capacity(runs: pd.DataFrame, path: Path) -> Path | None:
+    """Best validation loss and final training loss against parameter count, one line per
+    activation: the underfit-to-overfit U."""
+    done = runs[(runs["status"] == "completed") & runs["params"].notna()]
+    if done["params"].nunique() < 2:
+        return None
+    by = "activation" if "activation" in done.columns else None
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    groups = done.groupby(by, sort=False) if by else [("all runs", done)]
+    for name, group in groups:
+        name = name[0] if isinstance(name, tuple) else name
+        color = ACTIVATION_COLORS.get(str(name), PALETTE[0])
+        mean = group.groupby("params")[["best_val_loss", "last_train_loss"]].mean().sort_index()
+        ax.plot(
+            mean.index, mean["best_val_loss"], "o-", color=color, label=f"{name}: best val loss"
+        )
+        ax.plot(
+            mean.index,
+            mean["last_train_loss"],
+            "s--",
+            color=color,
+            alpha=0.7,
+            label=f"{name}: final train loss",
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(
+        xlabel="parameters (count, log scale)",
+        ylabel="loss (nats/sample, log scale)",
+        title="Capacity: best validation loss and final training loss",
+    )
+    ax.grid(alpha=0.25, which="both")
+    ax.legend(fontsize=7.5, ncol=2)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def replicate_bands(
+    runs: pd.DataFrame, curves: pd.DataFrame, setup: list[str], replicates: list[str], path: Path
+) -> Path | None:
+    """Mean ± std of validation loss and accuracy over seeds (or folds), one band per setup."""
+    val = curves[curves["split"] == "val"]
+    if val.empty:
+        return None
+    key_name = ", ".join(replicates)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    grouping = val.groupby(setup, sort=False) if setup else [("all runs", val)]
+    for i, (name, group) in enumerate(grouping):
+        name = " ".join(map(str, name)) if isinstance(name, tuple) else str(name)
+        color = (
+            ACTIVATION_COLORS.get(str(group["activation"].iloc[0]), PALETTE[i % 10])
+            if "activation" in setup
+            else PALETTE[i % 10]
+        )
+        n = group["run"].nunique()
+        for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
+            stats = group[group["metric"] == metric].groupby("epoch")["value"].agg(["mean", "std"])
+            scale = 100 if metric == "acc" else 1
+            ax.plot(
+                stats.index,
+                stats["mean"] * scale,
+                color=color,
+                label=f"{name} (n={n})" if metric == "loss" else None,
+            )
+            ax.fill_between(
+                stats.index,
+                (stats["mean"] - stats["std"].fillna(0)) * scale,
+                (stats["mean"] + stats["std"].fillna(0)) * scale,
+                color=color,
+                alpha=0.2,
+            )
+    ax_loss.set(
+        xlabel="epoch",
+        ylabel="validation loss (nats/sample)",
+        title=f"Validation loss, mean ± std over {key_name}",
+    )
+    ax_acc.set(
+        xlabel="epoch",
+        ylabel="validation accuracy (%)",
+        title=f"Validation accuracy, mean ± std over {key_name}",
+    )
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.25)
+    ax_loss.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

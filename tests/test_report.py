@@ -1,0 +1,324 @@
+"""Reports from run folders: fit diagnosis, best and early-stopping epochs, varying keys, diff,
+seeds, and every kind of incomplete input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from fitscope.report import ReportError, ReportSettings, build_report, collect, diff_runs
+
+SETTINGS = ReportSettings(patience=3)
+BASE_CONFIG = {
+    "data": {"name": "mnist5k", "val_fraction": 0.2},
+    "model": {"name": "mlp", "depth": 2, "width": 256},
+    "activation": {"name": "relu"},
+    "optimizer": {"name": "adam", "lr": 0.001},
+    "trainer": {"epochs": 10, "seed": 0, "console": "auto"},
+}
+CHOICES = {"data": "mnist5k", "model": "mlp", "activation": "relu", "optimizer": "adam"}
+
+# Ten epochs each: (val loss, train loss, train accuracy)
+OVERFIT = (
+    [1.0, 0.6, 0.45, 0.4, 0.42, 0.46, 0.5, 0.55, 0.6, 0.65],
+    [1.0 * 0.6**e for e in range(10)],
+    [0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999],
+)
+UNDERFIT = (
+    [2.3, 2.2, 2.1, 2.05, 2.02, 2.01, 2.0, 2.0, 2.0, 2.0],
+    [2.3, 2.2, 2.1, 2.05, 2.02, 2.01, 2.0, 2.0, 2.0, 2.0],
+    [0.1, 0.15, 0.2, 0.22, 0.25, 0.27, 0.28, 0.29, 0.3, 0.3],
+)
+NOT_CONVERGED = (
+    [1.0 - 0.07 * e for e in range(10)],
+    [1.0 - 0.08 * e for e in range(10)],
+    [0.96] * 10,
+)
+GOOD_FIT = (
+    [1.0, 0.5, 0.3, 0.25, 0.24, 0.24, 0.241, 0.242, 0.241, 0.242],
+    [1.0, 0.5, 0.3, 0.22, 0.2, 0.19, 0.185, 0.18, 0.178, 0.176],
+    [0.95] * 10,
+)
+
+
+def make_run(
+    folder: Path,
+    curves=GOOD_FIT,
+    *,
+    status="completed",
+    config=None,
+    choices=None,
+    overrides=(),
+    summary=True,
+    metrics=True,
+    error=None,
+) -> Path:
+    """A run folder as fitscope writes it, with curves chosen by the test."""
+    folder.mkdir(parents=True)
+    config = config or BASE_CONFIG
+    OmegaConf.save(OmegaConf.create(config), folder / "config.yaml")
+    val, train, train_acc = curves
+    if metrics:
+        pd.DataFrame(
+            {
+                "epoch": range(1, len(val) + 1),
+                "train_loss": train,
+                "train_acc": train_acc,
+                "val_loss": val,
+                "val_acc": [0.9] * len(val),
+                "lr": 0.001,
+                "seconds": 0.1,
+            }
+        ).to_csv(folder / "metrics.csv", index=False)
+    if summary:
+        (folder / "summary.json").write_text(
+            json.dumps(
+                {
+                    "status": status,
+                    "error": error,
+                    "overrides": list(overrides),
+                    "choices": choices or CHOICES,
+                    "command": "python src/run.py " + " ".join(overrides),
+                    "params": 1000,
+                    "wall_time_s": 1.0,
+                    "samples_per_s": 5.0,
+                    "test_best": {"loss": 0.3, "acc": 0.91},
+                    "test_last": {"loss": 0.35, "acc": 0.9},
+                }
+            )
+        )
+    return folder
+
+
+def with_changes(**changes) -> dict:
+    config = json.loads(json.dumps(BASE_CONFIG))
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        config[section][key] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    ("curves", "diagnosis", "best", "stop", "reason"),
+    [
+        (OVERFIT, "overfit", 4, 7, "val loss +62% after epoch 4 while train loss fell 95%"),
+        (UNDERFIT, "underfit", 7, 10, "train acc 30.0% < 90% after 10 epochs"),
+        (NOT_CONVERGED, "underfit", 10, 10, "not converged: val loss still fell"),
+        (GOOD_FIT, "good fit", 5, 8, "val loss +0.8% from its minimum at epoch 5"),
+    ],
+    ids=["overfit", "underfit", "not-converged", "good-fit"],
+)
+def test_diagnosis_best_and_early_stopping_epochs(tmp_path, curves, diagnosis, best, stop, reason):
+    make_run(tmp_path / "sweep" / "0", curves)
+    report = collect([tmp_path / "sweep"], SETTINGS)
+    run = report.runs.iloc[0]
+    assert run["diagnosis"] == diagnosis
+    assert reason in run["reason"]
+    assert run["best_epoch"] == best
+    assert run["early_stopping_epoch"] == stop
+    assert run["restored_epoch"] == best
+    assert run["best_val_loss"] == min(curves[0])
+    assert run["last_val_loss"] == curves[0][-1]
+    assert run["test_acc"] == 0.91 and run["last_test_acc"] == 0.9
+
+
+def test_min_delta_moves_the_early_stopping_epoch(tmp_path):
+    make_run(tmp_path / "0", NOT_CONVERGED)  # falls 0.07 per epoch
+    assert (
+        collect([tmp_path / "0"], ReportSettings(patience=2, min_delta=0.15)).runs.iloc[0][
+            "early_stopping_epoch"
+        ]
+        == 3
+    )
+
+
+def test_diverged_and_failed_runs_keep_their_status_and_reason(tmp_path):
+    make_run(tmp_path / "s" / "0", OVERFIT)
+    make_run(
+        tmp_path / "s" / "1", OVERFIT, status="diverged", error="loss out of bounds at epoch 3"
+    )
+    make_run(tmp_path / "s" / "2", OVERFIT, status="failed", error="RuntimeError: boom")
+    runs = collect([tmp_path / "s"], SETTINGS).runs.set_index("run")
+    assert list(runs["diagnosis"]) == ["overfit", "diverged", "failed"]
+    assert runs.loc["1", "reason"] == "loss out of bounds at epoch 3"
+
+
+def test_varying_keys_matrix_names_choices_and_values(tmp_path):
+    leaky = with_changes(activation__name="leaky", activation__negative_slope=0.01)
+    make_run(tmp_path / "s" / "0", config=with_changes(model__depth=1))
+    make_run(tmp_path / "s" / "1", config=with_changes(model__depth=4))
+    make_run(
+        tmp_path / "s" / "2",
+        config={**leaky, "model": {**leaky["model"], "depth": 1}},
+        choices={**CHOICES, "activation": "leaky"},
+    )
+    report = collect([tmp_path / "s"], SETTINGS)
+    # activation.name and activation.negative_slope follow from the choice: not repeated.
+    assert report.varying == ["activation", "model.depth"]
+    matrix = report.configs[report.varying].astype(str)
+    assert matrix.to_dict(orient="index") == {
+        "0": {"activation": "relu", "model.depth": "1"},
+        "1": {"activation": "relu", "model.depth": "4"},
+        "2": {"activation": "leaky", "model.depth": "1"},
+    }
+    assert list(report.runs["label"]) == [
+        "activation=relu model.depth=1",
+        "activation=relu model.depth=4",
+        "activation=leaky model.depth=1",
+    ]
+    assert "depth" not in report.shared_config["model"]
+    assert report.shared_config["optimizer"] == {"name": "adam", "lr": 0.001}
+    curves = report.curves
+    assert set(curves.columns) >= {"run", "epoch", "split", "metric", "value", "model.depth"}
+    assert len(curves) == 3 * 10 * 4
+
+
+def test_console_and_report_keys_never_count_as_differences(tmp_path):
+    make_run(tmp_path / "s" / "0")
+    make_run(tmp_path / "s" / "1", config=with_changes(trainer__console="quiet"))
+    assert collect([tmp_path / "s"], SETTINGS).varying == []
+
+
+def test_diff_shows_choices_with_their_leaves_and_rerun_commands(tmp_path):
+    a = make_run(tmp_path / "a", overrides=["model.depth=1"], config=with_changes(model__depth=1))
+    selu = with_changes(activation__name="selu", optimizer__lr=0.01)
+    b = make_run(
+        tmp_path / "b",
+        config=selu,
+        choices={**CHOICES, "activation": "selu"},
+        overrides=["activation=selu", "optimizer.lr=0.01"],
+    )
+    assert diff_runs(a, b).splitlines() == [
+        "activation: relu → selu",
+        "  activation.name: relu → selu",
+        "model.depth: 1 → 2",
+        "optimizer.lr: 0.001 → 0.01",
+        f"re-run A ({a}): python src/run.py model.depth=1",
+        f"re-run B ({b}): python src/run.py activation=selu optimizer.lr=0.01",
+    ]
+
+
+def test_diff_of_identical_runs_says_so(tmp_path):
+    a, b = make_run(tmp_path / "a"), make_run(tmp_path / "b")
+    assert diff_runs(a, b).splitlines()[0] == "the resolved configs are identical"
+
+
+def test_swept_seed_gives_mean_and_std_per_setup(tmp_path):
+    best_losses = {
+        ("relu", 0): 0.2,
+        ("relu", 1): 0.3,
+        ("relu", 2): 0.4,
+        ("tanh", 0): 0.5,
+        ("tanh", 1): 0.7,
+    }
+    for i, ((activation, seed), loss) in enumerate(best_losses.items()):
+        curves = ([loss + 0.1, loss, loss + 0.001], [1.0, 0.5, 0.4], [0.95] * 3)
+        config = with_changes(activation__name=activation, trainer__seed=seed)
+        make_run(
+            tmp_path / "s" / str(i),
+            curves,
+            config=config,
+            choices={**CHOICES, "activation": activation},
+        )
+    report = collect([tmp_path / "s"], SETTINGS)
+    assert report.replicate_keys == ["trainer.seed"]
+    groups = report.groups.set_index("activation")
+    assert groups.loc["relu", "n"] == 3 and groups.loc["tanh", "n"] == 2
+    assert groups.loc["relu", "best_val_loss_mean"] == pytest.approx(0.3)
+    assert groups.loc["relu", "best_val_loss_std"] == pytest.approx(0.1)  # sample std
+    assert groups.loc["tanh", "best_val_loss_std"] == pytest.approx(math.sqrt(0.02))
+    assert "seed=1" in report.runs["label"].iloc[1]
+
+
+def test_report_files(tmp_path):
+    make_run(tmp_path / "sweep" / "0", OVERFIT, config=with_changes(model__width=16))
+    make_run(tmp_path / "sweep" / "1", GOOD_FIT, config=with_changes(model__width=64))
+    folder = build_report([tmp_path / "sweep"], tmp_path / "reports", settings=SETTINGS)
+    assert folder == tmp_path / "reports" / "sweep"
+    runs = pd.read_csv(folder / "runs.csv")
+    assert list(runs["diagnosis"]) == ["overfit", "good fit"]
+    curves = pd.read_csv(folder / "curves.csv")
+    assert list(curves.columns) == [
+        "run",
+        "label",
+        "model.width",
+        "epoch",
+        "split",
+        "metric",
+        "value",
+    ]
+    for name in ("loss_curves.png", "val_by_model.width.png", "report.md", "report.html"):
+        assert (folder / name).is_file(), name
+    markdown = (folder / "report.md").read_text()
+    assert "![train and validation loss per run](loss_curves.png)" in markdown
+    assert "val loss +62% after epoch 4" in markdown
+    assert "python src/run.py" in markdown
+    page = (folder / "report.html").read_text()
+    assert 'src="data:image/png;base64,' in page and "loss_curves.png" not in page
+    assert "<script>" in page and "http" not in page.split("<script>")[1]  # no external script
+
+
+def test_date_folder_goes_into_the_default_name(tmp_path):
+    make_run(tmp_path / "multirun" / "2026-11-26" / "14-03-12.123456" / "0")
+    folder = build_report(
+        [tmp_path / "multirun" / "2026-11-26" / "14-03-12.123456"], tmp_path / "reports"
+    )
+    assert folder.name == "2026-11-26_14-03-12.123456"
+
+
+def test_report_never_overwrites_another_sweeps_report(tmp_path):
+    make_run(tmp_path / "a" / "sweep" / "0")
+    make_run(tmp_path / "b" / "sweep" / "0")
+    out = tmp_path / "reports"
+    build_report([tmp_path / "a" / "sweep"], out)
+    build_report([tmp_path / "a" / "sweep"], out)  # the same runs again: rebuilt
+    with pytest.raises(ReportError, match="holds a report of other runs"):
+        build_report([tmp_path / "b" / "sweep"], out)
+    build_report([tmp_path / "b" / "sweep"], out, force=True)
+
+
+def test_folder_without_runs_is_a_clear_error(tmp_path):
+    with pytest.raises(ReportError, match="no run folders in it"):
+        collect([tmp_path])
+    with pytest.raises(ReportError, match="no such folder"):
+        collect([tmp_path / "missing"])
+
+
+def test_incomplete_runs_are_reported_not_dropped(tmp_path):
+    sweep = tmp_path / "sweep"
+    make_run(sweep / "0", OVERFIT)
+    make_run(sweep / "1", OVERFIT, summary=False)  # killed before summary.json
+    make_run(sweep / "2", metrics=False)  # failed before its first epoch
+    empty = make_run(sweep / "3", OVERFIT, status="running", metrics=False)
+    (empty / "metrics.csv").write_text("")
+    truncated = make_run(sweep / "4", OVERFIT, status="running")
+    text = (truncated / "metrics.csv").read_text()
+    (truncated / "metrics.csv").write_text(text[: text.rindex("\n", 0, -1) + 12])  # half a row
+    folder = build_report([sweep], tmp_path / "reports", settings=SETTINGS)
+    runs = pd.read_csv(folder / "runs.csv").set_index("run")
+    assert list(runs.index) == [0, 1, 2, 3, 4]
+    assert runs.loc[1, "status"] == "running" and "no summary.json" in runs.loc[1, "reason"]
+    assert runs.loc[1, "diagnosis"] == "overfit"
+    assert runs.loc[2, "diagnosis"] == "no data" and "metrics.csv missing" in runs.loc[2, "reason"]
+    assert runs.loc[3, "diagnosis"] == "no data"
+    assert runs.loc[4, "epochs_run"] == 9
+    markdown = (folder / "report.md").read_text()
+    assert (
+        "Left out of the charts: 2 (metrics.csv missing); 3 (metrics.csv has no complete epoch)"
+        in markdown
+    )
+
+
+def test_single_run_and_mixed_sweeps(tmp_path):
+    one = make_run(tmp_path / "x" / "0", OVERFIT)
+    assert collect([one], SETTINGS).runs["label"].tolist() == ["0"]
+    other = make_run(tmp_path / "y" / "0", GOOD_FIT, config=with_changes(optimizer__lr=0.1))
+    report = collect([tmp_path / "x", tmp_path / "y"], SETTINGS)
+    assert report.runs["run"].tolist() == ["x/0", "y/0"]
+    assert report.varying == ["optimizer.lr"]
+    assert other.exists()
