@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 
 from fitscope.models import ACTIVATIONS  # noqa: E402
 
@@ -42,9 +42,22 @@ def _save(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
     return path
 
 
-def _curve(curves: pd.DataFrame, run: str, split: str, metric: str) -> pd.DataFrame:
-    mask = (curves["run"] == run) & (curves["split"] == split) & (curves["metric"] == metric)
-    return curves.loc[mask].sort_values("epoch")
+def _two_panels(entries: int) -> tuple[plt.Figure, plt.Axes, plt.Axes]:
+    """Loss and accuracy side by side, wider when a long legend will stand beside them."""
+    extra = 0 if entries <= 8 else 2.4 * (1 + entries // 25)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11 + extra, 4), layout="constrained")
+    return fig, ax_loss, ax_acc
+
+
+def _legend(fig: plt.Figure, ax: plt.Axes) -> None:
+    """A legend inside the axes when short, beside the figure when long."""
+    handles, labels = ax.get_legend_handles_labels()
+    if len(labels) <= 8:
+        ax.legend(fontsize=8)
+    else:
+        fig.legend(
+            handles, labels, loc="outside right upper", fontsize=7, ncol=1 + len(labels) // 25
+        )
 
 
 def loss_small_multiples(runs: pd.DataFrame, curves: pd.DataFrame, path: Path) -> Path | None:
@@ -82,6 +95,7 @@ def loss_small_multiples(runs: pd.DataFrame, curves: pd.DataFrame, path: Path) -
         positive = loss["value"][loss["value"] > 0]
         if not positive.empty and positive.max() / positive.min() > 20:
             ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_title(
             f"{run['label']}\n{run['diagnosis']}",
             fontsize=8.5,
@@ -108,7 +122,7 @@ def validation_by_key(
     if curves.empty or key not in curves.columns:
         return None
     colors = value_colors(runs[key], key)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, ax_loss, ax_acc = _two_panels(len(colors))
     seen = set()
     for _, group in curves[curves["split"] == "val"].groupby("run", sort=False):
         value = str(group[key].iloc[0])
@@ -133,8 +147,7 @@ def validation_by_key(
     )
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.25)
-    ax_loss.legend(fontsize=8)
-    fig.tight_layout()
+    _legend(fig, ax_loss)
     return _save(fig, path)
 
 
@@ -183,10 +196,13 @@ def replicate_bands(
     if val.empty:
         return None
     key_name = ", ".join(replicates)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    grouping = val.groupby(setup, sort=False) if setup else [("all runs", val)]
-    for i, (name, group) in enumerate(grouping):
-        name = " ".join(map(str, name)) if isinstance(name, tuple) else str(name)
+    grouping = list(val.groupby(setup, sort=False)) if setup else [(("all runs",), val)]
+    fig, ax_loss, ax_acc = _two_panels(len(grouping))
+    for i, (values, group) in enumerate(grouping):
+        name = " ".join(
+            str(v) if k in ("activation", "all") else f"{k.split('.')[-1]}={v}"
+            for k, v in zip(setup or ["all"], values, strict=True)
+        )
         color = (
             ACTIVATION_COLORS.get(str(group["activation"].iloc[0]), PALETTE[i % 10])
             if "activation" in setup
@@ -212,15 +228,14 @@ def replicate_bands(
     ax_loss.set(
         xlabel="epoch",
         ylabel="validation loss (nats/sample)",
-        title=f"Validation loss, mean ± std over {key_name}",
+        title=f"Val loss, mean ± std over {key_name}",
     )
     ax_acc.set(
         xlabel="epoch",
         ylabel="validation accuracy (%)",
-        title=f"Validation accuracy, mean ± std over {key_name}",
+        title=f"Val accuracy, mean ± std over {key_name}",
     )
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.25)
-    ax_loss.legend(fontsize=8)
-    fig.tight_layout()
+    _legend(fig, ax_loss)
     return _save(fig, path)

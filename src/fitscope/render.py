@@ -198,7 +198,8 @@ STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
 max-width:1200px;color:#222;padding:0 1em}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}
-th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}
+th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
+.scroll{overflow-x:auto}
 th{background:#f4f4f4;cursor:pointer;position:sticky;top:0}
 td:first-child,th:first-child{text-align:left}
 tr:nth-child(even) td{background:#fafafa}
@@ -232,13 +233,16 @@ document.querySelectorAll('table.sortable th').forEach(function (th) {
 
 
 def _html_table(frame: pd.DataFrame) -> str:
-    table = frame.to_html(classes="sortable", border=0, na_rep="", escape=True)
+    if frame.index.name is not None:
+        frame = frame.reset_index()
+    table = frame.to_html(classes="sortable", border=0, na_rep="", index=False, escape=True)
     # Colour the diagnosis cells.
-    return re.sub(
+    table = re.sub(
         r"<td>(overfit|underfit|good fit|diverged|failed|running)</td>",
         lambda m: f'<td class="{m.group(1).replace(" ", "-")}">{m.group(1)}</td>',
         table,
     )
+    return f'<div class="scroll">{table}</div>'
 
 
 def _html(blocks: list[Block], title: str) -> str:

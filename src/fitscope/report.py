@@ -30,7 +30,8 @@ from omegaconf import OmegaConf
 
 from fitscope import FitscopeError
 from fitscope.records import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, read_json
-from fitscope.training import early_stopping_epoch
+from fitscope.runner import rerun_command
+from fitscope.training import best_epoch, early_stopping_epoch
 
 log = logging.getLogger("fitscope")
 
@@ -81,6 +82,14 @@ def default_settings(sweep_dirs: Sequence[Path] = ()) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- reading run folders
+
+
+def _display_path(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it, as a user would type it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _natural_key(path: Path) -> list[Any]:
@@ -170,6 +179,11 @@ class RunRecord:
     problems: list[str] = field(default_factory=list)
 
     @property
+    def command(self) -> str:
+        """The command line that re-runs this run."""
+        return (self.summary or {}).get("command") or rerun_command(self.overrides)
+
+    @property
     def status(self) -> str:
         if self.summary is None:
             return "running"
@@ -221,7 +235,9 @@ def diagnose(metrics: pd.DataFrame, settings: ReportSettings) -> tuple[str, str]
     train = metrics["train_loss"].to_numpy(float)
     train_acc = metrics["train_acc"].to_numpy(float)
     epochs = len(val)
-    best = int(np.nanargmin(val))  # index of the best epoch
+    if best_epoch(list(val)) is None:
+        return "no data", "no finite validation loss"
+    best = best_epoch(list(val)) - 1  # index of the best epoch
     if train_acc[-1] < settings.underfit_train_acc:
         return "underfit", (
             f"train acc {train_acc[-1]:.1%} < {settings.underfit_train_acc:.0%} after {epochs} "
@@ -338,7 +354,7 @@ def collect(paths: Iterable[str | Path], settings: ReportSettings | None = None)
         replicates,
         skipped,
         settings,
-        [str(p) for p in run_dirs],
+        [_display_path(p) for p in run_dirs],
         shared,
     )
 
@@ -383,26 +399,20 @@ def _run_row(
             row["reason"] += (
                 " (unfinished: " + "; ".join(record.problems or ["status running"]) + ")"
             )
-    val = metrics["val_loss"].to_numpy(float)
-    finite = np.isfinite(val)
-    best = (
-        int(metrics["epoch"][int(np.nanargmin(np.where(finite, val, np.nan)))])
-        if finite.any()
-        else None
-    )
-    stop = (
-        early_stopping_epoch(list(val), settings.patience, settings.min_delta) if len(val) else None
-    )
-    window = val[:stop] if stop else val
-    restored = (
-        int(metrics["epoch"][int(np.nanargmin(np.where(np.isfinite(window), window, np.nan)))])
-        if np.isfinite(window).any()
-        else None
-    )
-    last = int(metrics["epoch"].iloc[-1]) if len(metrics) else None
+    losses, epochs = list(metrics["val_loss"]), list(metrics["epoch"])
+
+    def epoch_at(index: int | None) -> int | None:  # 1-based row index -> epoch number
+        return None if index is None else int(epochs[index - 1])
+
+    stop_index = early_stopping_epoch(losses, settings.patience, settings.min_delta) or None
+    best = epoch_at(best_epoch(losses))
     row.update(
-        best_epoch=best, early_stopping_epoch=stop, restored_epoch=restored, epochs_run=len(metrics)
+        best_epoch=best,
+        early_stopping_epoch=epoch_at(stop_index),
+        restored_epoch=epoch_at(best_epoch(losses[:stop_index])),
+        epochs_run=len(metrics),
     )
+    last = epochs[-1] if epochs else None
     row.update(_metric_at(metrics, best, "best"))
     row.update(_metric_at(metrics, last, "last"))
     test_best, test_last = summary.get("test_best") or {}, summary.get("test_last") or {}
@@ -416,9 +426,8 @@ def _run_row(
         params=summary.get("params", np.nan),
         wall_time_s=summary.get("wall_time_s", np.nan),
         samples_per_s=summary.get("samples_per_s", np.nan),
-        command=summary.get("command")
-        or " ".join(["python src/run.py", *map(shlex.quote, record.overrides)]),
-        path=str(record.path),
+        command=record.command,
+        path=_display_path(record.path),
     )
     return row
 
@@ -484,10 +493,7 @@ def diff_runs(run_a: str | Path, run_b: str | Path) -> str:
     if not lines:
         lines.append("the resolved configs are identical")
     for name, path, record in zip("AB", (run_a, run_b), records, strict=True):
-        command = (record.summary or {}).get("command") or " ".join(
-            ["python src/run.py", *map(shlex.quote, record.overrides)]
-        )
-        lines.append(f"re-run {name} ({path}): {command}")
+        lines.append(f"re-run {name} ({path}): {record.command}")
     return "\n".join(lines)
 
 
