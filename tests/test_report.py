@@ -322,3 +322,11 @@ def test_single_run_and_mixed_sweeps(tmp_path):
     assert report.runs["run"].tolist() == ["x/0", "y/0"]
     assert report.varying == ["optimizer.lr"]
     assert other.exists()
+
+
+def test_null_and_set_values_of_a_key_are_a_difference(tmp_path):
+    make_run(tmp_path / "s" / "0", config=with_changes(optimizer__grad_clip=None))
+    make_run(tmp_path / "s" / "1", config=with_changes(optimizer__grad_clip=1.0))
+    report = collect([tmp_path / "s"], SETTINGS)
+    assert report.varying == ["optimizer.grad_clip"]
+    assert report.runs["label"].tolist() == ["optimizer.grad_clip=null", "optimizer.grad_clip=1.0"]

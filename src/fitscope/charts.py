@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 
 from fitscope.models import ACTIVATIONS  # noqa: E402
+from fitscope.report import value_text  # noqa: E402
 
 PALETTE = plt.get_cmap("tab10").colors
 # One colour per activation, the same in every chart of every report.
@@ -27,7 +28,7 @@ TRAIN_COLOR, VAL_COLOR = "#2c3e50", "#e67e22"
 
 def value_colors(values: pd.Series, key: str) -> dict:
     """A colour per distinct value: the fixed activation colours when `key` is the activation."""
-    unique = list(dict.fromkeys(values.astype(str)))
+    unique = list(dict.fromkeys(values.map(value_text)))
     if key in ("activation", "activation.name"):
         return {v: ACTIVATION_COLORS.get(v, PALETTE[i % 10]) for i, v in enumerate(unique)}
     return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(unique)}
@@ -50,11 +51,13 @@ def _two_panels(entries: int) -> tuple[plt.Figure, plt.Axes, plt.Axes]:
 
 
 def _legend(fig: plt.Figure, ax: plt.Axes) -> None:
-    """A legend inside the axes when short, beside the figure when long."""
+    """A legend inside the axes when short, beside the figure when long (once per figure)."""
     handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))  # one entry per distinct label
+    handles, labels = list(unique.values()), list(unique)
     if len(labels) <= 8:
-        ax.legend(fontsize=8)
-    else:
+        ax.legend(handles, labels, fontsize=8)
+    elif not fig.legends:
         fig.legend(
             handles, labels, loc="outside right upper", fontsize=7, ncol=1 + len(labels) // 25
         )
@@ -125,7 +128,7 @@ def validation_by_key(
     fig, ax_loss, ax_acc = _two_panels(len(colors))
     seen = set()
     for _, group in curves[curves["split"] == "val"].groupby("run", sort=False):
-        value = str(group[key].iloc[0])
+        value = value_text(group[key].iloc[0])
         label = None if value in seen else f"{key}={value}"
         seen.add(value)
         for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
@@ -196,11 +199,13 @@ def replicate_bands(
     if val.empty:
         return None
     key_name = ", ".join(replicates)
-    grouping = list(val.groupby(setup, sort=False)) if setup else [(("all runs",), val)]
+    grouping = (
+        list(val.groupby(setup, sort=False, dropna=False)) if setup else [(("all runs",), val)]
+    )
     fig, ax_loss, ax_acc = _two_panels(len(grouping))
     for i, (values, group) in enumerate(grouping):
         name = " ".join(
-            str(v) if k in ("activation", "all") else f"{k.split('.')[-1]}={v}"
+            value_text(v) if k in ("activation", "all") else f"{k.split('.')[-1]}={value_text(v)}"
             for k, v in zip(setup or ["all"], values, strict=True)
         )
         color = (
@@ -238,4 +243,104 @@ def replicate_bands(
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.25)
     _legend(fig, ax_loss)
+    return _save(fig, path)
+
+
+def _with_layer_x(layers: pd.DataFrame) -> pd.DataFrame:
+    """`layers` with an `x` column: hidden layer i at i, every run's output layer at one place
+    after the deepest hidden layer, so runs of different depths share the axis."""
+    hidden = layers["layer"] != "out"
+    deepest = int(layers.loc[hidden, "depth_index"].max()) if hidden.any() else 0
+    return layers.assign(x=layers["depth_index"].where(hidden, deepest + 1))
+
+
+def _layer_axis(ax: plt.Axes, layers: pd.DataFrame) -> None:
+    """Layers from first to last on the x axis, the output layer labelled `out`."""
+    ticks = layers.drop_duplicates("x").sort_values("x")
+    ax.set_xticks(ticks["x"], ticks["layer"].astype(str))
+    ax.set_xlabel("layer (input side → output)")
+    ax.grid(alpha=0.25, which="both")
+
+
+def _run_styles(runs: pd.DataFrame) -> dict[str, tuple[tuple, str]]:
+    """(colour, legend label) per run: its activation's colour and name when activations
+    differ, else a colour and label of its own."""
+    if "activation" in runs.columns:
+        return {
+            r: (ACTIVATION_COLORS.get(str(a), PALETTE[0]), str(a))
+            for r, a in zip(runs["run"], runs["activation"], strict=True)
+        }
+    return {
+        r: (PALETTE[i % len(PALETTE)], label)
+        for i, (r, label) in enumerate(zip(runs["run"], runs["label"], strict=True))
+    }
+
+
+def gradient_flow(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path | None:
+    """Mean weight-gradient norm by layer, first to last, at the first and the best epoch."""
+    if layers.empty or "grad_norm" not in layers.columns or layers["depth_index"].max() < 2:
+        return None
+    styles = _run_styles(runs)
+    layers = _with_layer_x(layers)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True, layout="constrained")
+    for ax, which in zip(axes, ("first", "best"), strict=True):
+        for _, run in runs.iterrows():
+            own = layers[layers["run"] == run["run"]]
+            if own.empty:
+                continue
+            epoch = own["epoch"].min() if which == "first" else run["best_epoch"]
+            at = own[own["epoch"] == epoch].sort_values("depth_index")
+            ax.plot(
+                at["x"],
+                at["grad_norm"],
+                "o-",
+                ms=3,
+                lw=1.2,
+                alpha=0.85,
+                color=styles[run["run"]][0],
+                label=styles[run["run"]][1],
+            )
+        ax.set_yscale("log")
+        ax.set_title(f"Gradient norm by layer, {which} epoch")
+        _layer_axis(ax, layers)
+    axes[0].set_ylabel("mean ‖∂loss/∂W‖ per step (log scale)")
+    _legend(fig, axes[0])
+    return _save(fig, path)
+
+
+def unit_health(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path | None:
+    """Dead (ReLU family) and saturated (sigmoid, tanh) shares of units by layer, best epoch."""
+    measures = [m for m in ("dead", "saturated") if m in layers.columns and layers[m].notna().any()]
+    if layers.empty or not measures:
+        return None
+    styles = _run_styles(runs)
+    layers = _with_layer_x(layers)
+    fig, axes = plt.subplots(
+        1, len(measures), figsize=(5.5 * len(measures) + 1, 4), squeeze=False, layout="constrained"
+    )
+    for ax, measure in zip(axes[0], measures, strict=True):
+        for _, run in runs.iterrows():
+            at = layers[(layers["run"] == run["run"]) & (layers["epoch"] == run["best_epoch"])]
+            at = at[at[measure].notna()].sort_values("depth_index")
+            if not at.empty:
+                ax.plot(
+                    at["x"],
+                    100 * at[measure],
+                    "o-",
+                    ms=3,
+                    lw=1.2,
+                    color=styles[run["run"]][0],
+                    label=styles[run["run"]][1],
+                )
+        ax.set_ylim(-2, 102)
+        ax.set_ylabel(f"{measure} units (%)")
+        ax.set_title(
+            {
+                "dead": "Dead units (pre-activation ≤ 0 on every sample)",
+                "saturated": "Saturated activations (derivative < 1% of max)",
+            }[measure],
+            fontsize=10,
+        )
+        _layer_axis(ax, layers[layers["layer"] != "out"])
+        _legend(fig, ax)
     return _save(fig, path)

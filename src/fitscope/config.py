@@ -65,6 +65,7 @@ NULL_OR_NAME = (
     (lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[\w.+-]+", v) is not None)),
     "null or a folder name (letters, digits, _ . + -)",
 )
+NULL_OR_FOLDS = ((lambda v: v is None or (_is_int(v) and v >= 2)), "null or an integer >= 2")
 NULL_OR_POSITIVE = ((lambda v: v is None or (_is_number(v) and v > 0)), "null or a number > 0")
 BETAS = (
     (
@@ -89,6 +90,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
         ("data.val_fraction", number(0, 1, low_open=True), True),
         ("data.test_fraction", number(0, 1, low_open=True), False),
         ("data.split_seed", integer(0), True),
+        ("data.folds", NULL_OR_FOLDS, False),
+        ("data.fold", integer(0), False),
         ("data.root", STRING, False),
         ("data.download", BOOLEAN, False),
         ("model.depth", integer(0), True),
@@ -114,6 +117,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
         ("trainer.device", DEVICE, True),
         ("trainer.seed", integer(0), True),
         ("trainer.deterministic", BOOLEAN, True),
+        ("trainer.diagnostics", BOOLEAN, True),
         ("trainer.divergence_loss", NULL_OR_POSITIVE, True),
         ("trainer.early_stopping.enabled", BOOLEAN, True),
         ("trainer.early_stopping.patience", integer(1), True),
@@ -128,6 +132,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
         ("report.underfit_train_acc", number(0, 1, high_open=False), True),
         ("report.converge_window", number(0, 1, low_open=True, high_open=False), True),
         ("report.converge_tol", number(0), True),
+        ("report.vanishing_ratio", number(0, low_open=True), True),
+        ("report.exploding_norm", number(0, low_open=True), True),
     ]
 }
 
@@ -160,6 +166,12 @@ def validate(cfg: DictConfig) -> None:
         elif not check(value):
             raise ConfigError(f"{key}={_show(value)} is invalid: expected {allowed}")
     _validate_activation_params(cfg)
+    folds = cfg.data.get("folds")
+    if folds and cfg.data.get("fold", 0) >= folds:
+        raise ConfigError(
+            f"data.fold={cfg.data.fold} is invalid: expected an integer in [0, {folds - 1}] "
+            f"(data.folds={folds})"
+        )
     if cfg.optimizer.name == "momentum":
         for key in ("momentum", "nesterov"):
             if key not in cfg.optimizer:

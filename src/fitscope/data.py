@@ -2,8 +2,9 @@
 
 Splits: the test part is held out (the official test set, or a fixed stratified fraction for
 datasets without one) and used once at the end; the validation part is carved from the training
-part, stratified by class and seeded by `data.split_seed`. Raw arrays are cached per process, so
-a sweep run in one process loads each dataset once.
+part, stratified by class and seeded by `data.split_seed`: `val_fraction` of it, or with
+`data.folds=K` the fold `data.fold` of a stratified K-fold split (cross-validation).
+Raw arrays are cached per process, so a sweep run in one process loads each dataset once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from fitscope import FitscopeError
 
@@ -110,6 +111,21 @@ def _stratified_split(
     return np.sort(kept), np.sort(carved)
 
 
+def kfold_split(
+    labels: np.ndarray, folds: int, fold: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation) of stratified k-fold cross-validation: fold `fold` of `folds`
+    validates. The folds are disjoint and together cover the training part."""
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    try:
+        splits = list(splitter.split(np.zeros(len(labels)), labels))
+    except ValueError as error:
+        raise DataError(
+            f"data.folds={folds}: cannot split {len(labels)} samples ({error})"
+        ) from None
+    return splits[fold]
+
+
 def make_splits(data: Mapping[str, Any], device: torch.device | str = "cpu") -> Splits:
     """The `data` config's train/val/test splits as normalized tensors on `device`.
 
@@ -125,7 +141,12 @@ def make_splits(data: Mapping[str, Any], device: torch.device | str = "cpu") -> 
         )
         test_images, test_labels = images[test_idx], labels[test_idx]
         images, labels = images[train_idx], labels[train_idx]
-    train_idx, val_idx = _stratified_split(labels, data["val_fraction"], seed, "data.val_fraction")
+    if data.get("folds"):
+        train_idx, val_idx = kfold_split(labels, data["folds"], data["fold"], seed)
+    else:
+        train_idx, val_idx = _stratified_split(
+            labels, data["val_fraction"], seed, "data.val_fraction"
+        )
 
     def features(array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, dtype=torch.float32)

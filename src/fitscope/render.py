@@ -14,11 +14,12 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from fitscope import charts
-from fitscope.report import Report
+from fitscope.report import Report, value_text
 
 SUMMARY_COLUMNS = [
     "status",
     "diagnosis",
+    "gradient_flag",
     "best_epoch",
     "early_stopping_epoch",
     "epochs_run",
@@ -42,6 +43,9 @@ DEFINITIONS = """\
   converged); *overfit* when the last validation loss is at least {rise:.0%} above its minimum,
   reached before the last epoch, while training loss kept falling; *good fit* otherwise;
   *diverged* / *failed* from the run's status. Thresholds: `report.*` in `conf/report/`.
+- **gradient flag**: *vanishing gradients* when the first layer's mean gradient norm is below
+  {vanishing:g} of the output layer's at the first or the best epoch; *exploding gradients* when
+  the global gradient norm exceeds {exploding:g} or clipping fired on most steps of an epoch.
 - **gap**: validation minus training loss at the best epoch. Losses are per-sample mean
   cross-entropy in nats; accuracies are percentages."""
 
@@ -96,6 +100,8 @@ def _blocks(report: Report, name: str, images: dict[str, Path]) -> list[Block]:
                 tol=s.converge_tol,
                 window=s.converge_window,
                 rise=s.overfit_rise,
+                vanishing=s.vanishing_ratio,
+                exploding=s.exploding_norm,
             ),
         ),
     ]
@@ -127,6 +133,26 @@ def _blocks(report: Report, name: str, images: dict[str, Path]) -> list[Block]:
             ),
             ("img", images["capacity"], "capacity chart"),
         ]
+    if "gradients" in images:
+        blocks += [
+            ("h2", "Gradient flow"),
+            (
+                "p",
+                "Mean norm of each layer's weight gradient per step, from the first layer "
+                "to the output layer. A line falling steeply towards the input means "
+                "vanishing gradients: the first layers barely learn. gradient_flag in the "
+                "summary marks runs whose first-to-last ratio is below "
+                f"{s.vanishing_ratio:g} (report.vanishing_ratio). Per-layer values: "
+                "layers.csv.",
+            ),
+            ("img", images["gradients"], "gradient norm by layer"),
+        ]
+    if "units" in images:
+        blocks += [
+            ("h2", "Dead and saturated units"),
+            ("p", "At the best epoch, on a fixed validation batch."),
+            ("img", images["units"], "dead and saturated units by layer"),
+        ]
     if report.groups is not None:
         keys = ", ".join(report.replicate_keys)
         blocks += [
@@ -142,7 +168,7 @@ def _blocks(report: Report, name: str, images: dict[str, Path]) -> list[Block]:
             blocks.append(("img", images["replicates"], f"mean ± std over {keys}"))
     blocks += [("h2", "Config"), ("h3", "Keys that vary")]
     if report.varying:
-        blocks.append(("table", report.configs[report.varying].astype(str), "varying"))
+        blocks.append(("table", report.configs[report.varying].map(value_text), "varying"))
     else:
         blocks.append(("p", "None: every run has the same config."))
     blocks += [
@@ -280,6 +306,8 @@ def draw_charts(report: Report, folder: Path) -> dict[str, Path]:
     images: dict[str, Path | None] = {
         "loss": charts.loss_small_multiples(report.runs, report.curves, folder / "loss_curves.png"),
         "capacity": charts.capacity(report.runs, folder / "capacity.png"),
+        "gradients": charts.gradient_flow(report.runs, report.layers, folder / "gradient_flow.png"),
+        "units": charts.unit_health(report.runs, report.layers, folder / "units.png"),
     }
     for key in report.varying:
         if key not in report.replicate_keys:
@@ -300,6 +328,8 @@ def write_report(report: Report, folder: Path) -> None:
         stale.unlink()
     report.runs.to_csv(folder / "runs.csv", index=False)
     report.curves.to_csv(folder / "curves.csv", index=False)
+    if not report.layers.empty:
+        report.layers.to_csv(folder / "layers.csv", index=False)
     if report.groups is not None:
         report.groups.to_csv(folder / "groups.csv", index=False)
     images = draw_charts(report, folder)

@@ -41,6 +41,8 @@ REPLICATE_KEYS = ("trainer.seed", "data.fold")
 # Keys that never count as a difference between runs (how a run reports, not what it computes).
 IGNORED_KEYS = re.compile(r"^(report($|\.)|trainer\.console$)")
 SPLITS_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
+LAYER_COLUMN = re.compile(r"^(grad_norm|act_mean|act_std|dead|saturated)_(\d+|out)$")
+LAYER_MEASURES = ("grad_norm", "act_mean", "act_std", "dead", "saturated")
 SOURCES_FILE = "sources.json"
 DEFAULTS_FILE = Path(__file__).resolve().parents[2] / "conf" / "report" / "default.yaml"
 
@@ -59,6 +61,8 @@ class ReportSettings:
     underfit_train_acc: float = 0.9
     converge_window: float = 0.2
     converge_tol: float = 0.01
+    vanishing_ratio: float = 0.01
+    exploding_norm: float = 1000.0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> ReportSettings:
@@ -265,14 +269,83 @@ def diagnose(metrics: pd.DataFrame, settings: ReportSettings) -> tuple[str, str]
     )
 
 
+def layer_frame(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The per-layer diagnostics of `metrics.csv` in tidy form: one row per (epoch, layer) with
+    `layer` (1, 2, ... then `out`), `depth_index` (1 for the first layer) and one column per
+    measure (`grad_norm`, `act_mean`, `act_std`, `dead`, `saturated`, where measured)."""
+    matches = [(c, LAYER_COLUMN.match(c)) for c in metrics.columns]
+    columns = [(c, m.group(1), m.group(2)) for c, m in matches if m]
+    if not columns:
+        return pd.DataFrame(columns=["epoch", "layer", "depth_index", *LAYER_MEASURES])
+    long = metrics.melt(id_vars="epoch", value_vars=[c for c, _, _ in columns])
+    lookup = {c: (measure, layer) for c, measure, layer in columns}
+    long["measure"] = long["variable"].map(lambda c: lookup[c][0])
+    long["layer"] = long["variable"].map(lambda c: lookup[c][1])
+    tidy = long.pivot_table(
+        index=["epoch", "layer"], columns="measure", values="value", dropna=False
+    ).reset_index()
+    hidden = sorted({int(layer) for layer in tidy["layer"] if layer != "out"})
+    order = {str(i): i for i in hidden} | {"out": len(hidden) + 1}
+    tidy["depth_index"] = tidy["layer"].map(order)
+    tidy.columns.name = None
+    measures = [m for m in LAYER_MEASURES if m in tidy.columns]
+    return tidy.sort_values(["epoch", "depth_index"])[["epoch", "layer", "depth_index", *measures]]
+
+
+def gradient_flags(
+    metrics: pd.DataFrame, layers: pd.DataFrame, best: int | None, settings: ReportSettings
+) -> dict[str, Any]:
+    """First-to-last layer gradient-norm ratios at the first and best epochs, the largest global
+    norm and clip fraction, and a flag: `vanishing gradients`, `exploding gradients` or ``."""
+    flags: dict[str, Any] = {
+        "grad_ratio_first": np.nan,
+        "grad_ratio_best": np.nan,
+        "max_grad_norm": np.nan,
+        "max_clip_fraction": np.nan,
+        "gradient_flag": "",
+    }
+    if layers.empty or "grad_norm" not in layers.columns:
+        return flags
+
+    def ratio(epoch: int | None) -> float:
+        at = layers[layers["epoch"] == epoch].set_index("depth_index")["grad_norm"]
+        if len(at) < 2:  # a linear classifier has one layer: no flow to measure
+            return np.nan
+        return float(at.iloc[0] / at.iloc[-1]) if at.iloc[-1] > 0 else np.nan
+
+    flags["grad_ratio_first"] = ratio(int(metrics["epoch"].iloc[0]))
+    flags["grad_ratio_best"] = ratio(best)
+    if "grad_norm_total" in metrics.columns:
+        flags["max_grad_norm"] = float(metrics["grad_norm_total"].max())
+        flags["max_clip_fraction"] = float(metrics["clip_fraction"].max())
+    smallest = np.nanmin([flags["grad_ratio_first"], flags["grad_ratio_best"], np.inf])
+    if smallest < settings.vanishing_ratio:
+        flags["gradient_flag"] = "vanishing gradients"
+    elif flags["max_grad_norm"] > settings.exploding_norm or flags["max_clip_fraction"] > 0.5:
+        flags["gradient_flag"] = "exploding gradients"
+    return flags
+
+
 def _short(key: str) -> str:
     return {"trainer.seed": "seed", "data.fold": "fold"}.get(key, key)
+
+
+def value_text(value: Any) -> str:
+    """A config value as the command line writes it: `null` for a missing or null value."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    return str(value)
+
+
+def _as_text(configs: pd.DataFrame) -> pd.DataFrame:
+    """Every value as its text, missing ones included, so that they compare."""
+    return configs.map(value_text)
 
 
 def varying_keys(configs: pd.DataFrame) -> list[str]:
     """The config keys whose values differ between runs: group choices (`activation`) first, then
     leaf keys (`model.depth`), leaving out leaves that a varying group choice already explains."""
-    text = configs.astype(str)
+    text = _as_text(configs)
     keys = [k for k in configs.columns if not IGNORED_KEYS.match(k) and text[k].nunique() > 1]
     groups = [k for k in keys if "." not in k]
     leaves = []
@@ -305,6 +378,7 @@ class Report:
 
     runs: pd.DataFrame  # one row per run
     curves: pd.DataFrame  # run, epoch, split, metric, value (+ varying keys, label)
+    layers: pd.DataFrame  # run, epoch, layer, grad_norm, act_mean, act_std, dead, saturated
     configs: pd.DataFrame  # run x every flattened config key and group choice
     varying: list[str]
     groups: pd.DataFrame | None  # mean/std over replicate keys, when one varies
@@ -325,16 +399,20 @@ def collect(paths: Iterable[str | Path], settings: ReportSettings | None = None)
         [{**r.choices, **_flatten(r.config)} for r in records], index=pd.Index(ids, name="run")
     )
     varying = varying_keys(configs)
-    rows, curves, skipped = [], [], []
+    rows, curves, layers, skipped = [], [], [], []
     for run_id, record in zip(ids, records, strict=True):
-        row = _run_row(run_id, record, configs.loc[run_id], varying, settings)
+        run_layers = layer_frame(record.metrics)
+        row = _run_row(run_id, record, configs.loc[run_id], varying, settings, run_layers)
         rows.append(row)
         if record.metrics.empty:
             skipped.append((run_id, "; ".join(record.problems)))
             continue
+        keys = {"run": run_id, "label": row["label"], **{k: row[k] for k in varying}}
         long = record.metrics.melt(id_vars="epoch", value_vars=list(SPLITS_METRICS))
         long[["split", "metric"]] = long.pop("variable").str.split("_", n=1, expand=True)
-        curves.append(long.assign(run=run_id, label=row["label"], **{k: row[k] for k in varying}))
+        curves.append(long.assign(**keys))
+        if not run_layers.empty:
+            layers.append(run_layers.assign(**keys))
     runs = pd.DataFrame(rows)
     curve_columns = ["run", "label", *varying, "epoch", "split", "metric", "value"]
     curves_frame = (
@@ -342,12 +420,18 @@ def collect(paths: Iterable[str | Path], settings: ReportSettings | None = None)
         if curves
         else pd.DataFrame(columns=curve_columns)
     )
+    layer_columns = ["run", "label", *varying, "epoch", "layer", "depth_index", *LAYER_MEASURES]
+    layers_frame = (
+        pd.concat(layers, ignore_index=True) if layers else pd.DataFrame(columns=layer_columns)
+    )
+    layers_frame = layers_frame[[c for c in layer_columns if c in layers_frame.columns]]
     replicates = [k for k in REPLICATE_KEYS if k in varying]
     groups = aggregate_replicates(runs, varying, replicates) if replicates else None
     shared = shared_config(records[0].config, configs)
     return Report(
         runs,
         curves_frame,
+        layers_frame,
         configs,
         varying,
         groups,
@@ -361,7 +445,7 @@ def collect(paths: Iterable[str | Path], settings: ReportSettings | None = None)
 
 def shared_config(config: Mapping[str, Any], configs: pd.DataFrame) -> dict[str, Any]:
     """`config` without the leaves whose values differ between the runs in `configs`."""
-    text = configs.astype(str)
+    text = _as_text(configs)
     differing = {k for k in configs.columns if "." in k and text[k].nunique() > 1}
 
     def keep(node: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -380,11 +464,16 @@ def shared_config(config: Mapping[str, Any], configs: pd.DataFrame) -> dict[str,
 
 
 def _run_row(
-    run_id: str, record: RunRecord, config: pd.Series, varying: list[str], settings: ReportSettings
+    run_id: str,
+    record: RunRecord,
+    config: pd.Series,
+    varying: list[str],
+    settings: ReportSettings,
+    layers: pd.DataFrame,
 ) -> dict[str, Any]:
     summary = record.summary or {}
     metrics = record.metrics
-    label = " ".join(f"{_short(k)}={config[k]}" for k in varying) or run_id
+    label = " ".join(f"{_short(k)}={value_text(config[k])}" for k in varying) or run_id
     row: dict[str, Any] = {"run": run_id, "label": label, **{k: config[k] for k in varying}}
     row["status"] = record.status
     if record.status in ("diverged", "failed"):
@@ -415,6 +504,7 @@ def _run_row(
     last = epochs[-1] if epochs else None
     row.update(_metric_at(metrics, best, "best"))
     row.update(_metric_at(metrics, last, "last"))
+    row.update(gradient_flags(metrics, layers, best, settings))
     test_best, test_last = summary.get("test_best") or {}, summary.get("test_last") or {}
     row.update(
         test_loss=test_best.get("loss", np.nan),

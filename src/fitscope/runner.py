@@ -32,7 +32,7 @@ from fitscope.records import (
     save_checkpoint,
     write_json_atomic,
 )
-from fitscope.training import EPOCH_COLUMNS, early_stopping_epoch, evaluate, fit
+from fitscope.training import early_stopping_epoch, evaluate, fit, metric_columns
 
 ENTRY_POINT = "python src/run.py"
 
@@ -131,7 +131,8 @@ def _train(cfg: dict[str, Any], out_dir: Path, summary: dict[str, Any], console:
         git=git_state(),
     )
 
-    with MetricsWriter(out_dir / METRICS_FILE, EPOCH_COLUMNS) as writer, console.training():
+    columns = metric_columns(model, trainer)
+    with MetricsWriter(out_dir / METRICS_FILE, columns) as writer, console.training():
 
         def on_epoch(row: dict[str, float]) -> None:
             writer.write(row)

@@ -19,6 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from fitscope.data import Splits
+from fitscope.diagnostics import (
+    DIAGNOSTIC_BATCH,
+    GradientMonitor,
+    activation_of,
+    activation_statistics,
+    diagnostic_columns,
+)
 
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
@@ -91,8 +98,11 @@ def train_one_epoch(
     batch_size: int,
     generator: torch.Generator,
     grad_clip: float | None = None,
+    monitor: GradientMonitor | None = None,
 ) -> None:
-    """One pass over (x, y) in batches of a seeded on-device permutation; no host sync."""
+    """One pass over (x, y) in batches of a seeded on-device permutation; no host sync.
+
+    With a `monitor`, every step's gradient norms are recorded (and clipping reuses them)."""
     model.train()
     order = torch.randperm(len(x), device=x.device, generator=generator)
     for start in range(0, len(x), batch_size):
@@ -100,7 +110,9 @@ def train_one_epoch(
         loss = F.cross_entropy(model(x[batch]), y[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if grad_clip is not None:
+        if monitor is not None:
+            monitor.clip(monitor.step())
+        elif grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
 
@@ -125,6 +137,13 @@ def diverged(row: Mapping[str, float], limit: float | None = None) -> bool:
     return not all(math.isfinite(loss) and (limit is None or loss <= limit) for loss in losses)
 
 
+def metric_columns(model: nn.Module, trainer_cfg: Mapping[str, Any]) -> list[str]:
+    """The `metrics.csv` columns of a run: `EPOCH_COLUMNS`, then the diagnostics' if enabled."""
+    if not trainer_cfg.get("diagnostics", False):
+        return list(EPOCH_COLUMNS)
+    return [*EPOCH_COLUMNS, *diagnostic_columns(model, activation_of(model))]
+
+
 @dataclass
 class FitResult:
     status: str  # "completed" or "diverged"
@@ -144,7 +163,7 @@ def fit(
 ) -> FitResult:
     """Train `model` for `trainer_cfg["epochs"]` epochs (fewer if early stopping is enabled or
     the run diverges: see `diverged`), keeping the weights of the epoch with the lowest validation
-    loss. `on_epoch` gets each epoch's row (the `EPOCH_COLUMNS`) as soon as it exists."""
+    loss. `on_epoch` gets each epoch's row (`metric_columns`) as soon as it exists."""
     optimizer = make_optimizer(model.parameters(), optimizer_cfg)
     device = splits.x_train.device
     generator = torch.Generator(device=device).manual_seed(trainer_cfg["seed"])
@@ -152,6 +171,12 @@ def fit(
     stopper = EarlyStopping(stopping["patience"], stopping["min_delta"])
     eval_batch = trainer_cfg["eval_batch_size"]
     result = FitResult(status="completed")
+    columns = metric_columns(model, trainer_cfg)
+    monitor = None
+    if trainer_cfg.get("diagnostics", False):
+        monitor = GradientMonitor(model, optimizer_cfg.get("grad_clip"))
+        probe = splits.x_val[:DIAGNOSTIC_BATCH]
+        activation = activation_of(model)
     best_loss = math.inf
     loop_seconds = 0.0
 
@@ -165,17 +190,19 @@ def fit(
             trainer_cfg["batch_size"],
             generator,
             optimizer_cfg.get("grad_clip"),
+            monitor,
         )
-        metrics = torch.cat(
-            [
-                evaluate(model, splits.x_train, splits.y_train, eval_batch),
-                evaluate(model, splits.x_val, splits.y_val, eval_batch),
-            ]
-        ).tolist()  # the epoch's one host sync
+        parts = [
+            evaluate(model, splits.x_train, splits.y_train, eval_batch),
+            evaluate(model, splits.x_val, splits.y_val, eval_batch),
+        ]
+        if monitor is not None:
+            parts += [monitor.epoch_values(), activation_statistics(model, probe, activation)]
+        metrics = torch.cat(parts).tolist()  # the epoch's one host sync
         seconds = time.perf_counter() - start
         loop_seconds += seconds
-        values = [epoch, *metrics, optimizer.param_groups[0]["lr"], seconds]
-        row = dict(zip(EPOCH_COLUMNS, values, strict=True))
+        values = [epoch, *metrics[:4], optimizer.param_groups[0]["lr"], seconds, *metrics[4:]]
+        row = dict(zip(columns, values, strict=True))
         result.rows.append(row)
         if on_epoch is not None:
             on_epoch(row)

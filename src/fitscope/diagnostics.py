@@ -1,0 +1,139 @@
+"""Why a run fails: gradient flow, dead and saturated units, clipping.
+
+Everything is measured on the training device and accumulated in device tensors, so the batch
+loop never waits for the host; the values come back with the epoch's one transfer.
+
+Per epoch, `metrics.csv` gets (layers are numbered from the input, `out` is the output layer):
+- `grad_norm_<layer>`: mean over the epoch's steps of the L2 norm of that layer's weight gradient;
+- `grad_norm_total`: mean global gradient norm (all parameters) before clipping;
+- `clip_fraction`: share of steps where clipping fired (0 without `optimizer.grad_clip`);
+- `act_mean_<i>`, `act_std_<i>`: mean and std of hidden layer i's outputs on a fixed
+  validation batch (the first `DIAGNOSTIC_BATCH` validation samples), eval mode;
+- `dead_<i>` (ReLU family): share of layer i's units whose pre-activation is <= 0 for every
+  sample of that batch (they pass no gradient through the ReLU's flat side);
+- `saturated_<i>` (sigmoid, tanh): share of layer i's unit activations on that batch whose
+  derivative is below 1% of its maximum.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from fitscope.models import ACTIVATIONS
+
+DIAGNOSTIC_BATCH = 1024
+DEAD_FAMILY = ("relu", "leaky", "elu", "selu", "gelu", "silu", "mish", "softplus")
+# |pre-activation| beyond which the derivative is below 1% of its maximum.
+SATURATION = {
+    "sigmoid": math.log((1 + math.sqrt(0.99)) / (1 - math.sqrt(0.99))),  # s(1-s) = 0.01 * 1/4
+    "tanh": math.atanh(math.sqrt(0.99)),  # 1 - tanh^2 = 0.01
+}
+
+
+def activation_of(model: nn.Module) -> str | None:
+    """The `activation` config name of the model's first activation module."""
+    for module in model.modules():
+        for name, cls in ACTIVATIONS.items():
+            if type(module) is cls:
+                return name
+    return None
+
+
+def linear_layers(model: nn.Module) -> list[nn.Linear]:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """`1`, `2`, ... for hidden layers, `out` for the output layer."""
+    count = len(linear_layers(model))
+    return [str(i) for i in range(1, count)] + ["out"]
+
+
+def unit_measure(activation: str | None) -> str | None:
+    """`dead`, `saturated` or None: which unit statistic this activation has."""
+    if activation in DEAD_FAMILY:
+        return "dead"
+    if activation in SATURATION:
+        return "saturated"
+    return None
+
+
+def diagnostic_columns(model: nn.Module, activation: str | None) -> list[str]:
+    """The `metrics.csv` columns that `GradientMonitor` and `activation_statistics` fill."""
+    names = layer_names(model)
+    columns = [f"grad_norm_{n}" for n in names] + ["grad_norm_total", "clip_fraction"]
+    measure = unit_measure(activation)
+    for hidden in names[:-1]:
+        columns += [f"act_mean_{hidden}", f"act_std_{hidden}"]
+        if measure:
+            columns.append(f"{measure}_{hidden}")
+    return columns
+
+
+class GradientMonitor:
+    """Per-step gradient norms, summed on the device; `epoch_values` gives the epoch's means."""
+
+    def __init__(self, model: nn.Module, grad_clip: float | None = None) -> None:
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        weights = [layer.weight for layer in linear_layers(model)]
+        self.grad_clip = grad_clip
+        device = self.params[0].device
+        self.weight_index = torch.tensor(
+            [next(i for i, p in enumerate(self.params) if p is w) for w in weights], device=device
+        )
+        self.sums = torch.zeros(len(weights) + 2, device=device)
+        self.steps = 0
+
+    def step(self) -> torch.Tensor:
+        """Record this step's gradients (call after backward); returns the global norm."""
+        norms = torch.stack(torch._foreach_norm([p.grad for p in self.params]))
+        total = torch.linalg.vector_norm(norms)
+        clipped = total > self.grad_clip if self.grad_clip is not None else torch.zeros_like(total)
+        self.sums += torch.cat([norms[self.weight_index], total[None], clipped[None].float()])
+        self.steps += 1
+        return total
+
+    def clip(self, total: torch.Tensor) -> None:
+        """Clip the gradients to `grad_clip` using the norm `step` already computed."""
+        if self.grad_clip is not None:
+            nn.utils.clip_grads_with_norm_(self.params, self.grad_clip, total)
+
+    def epoch_values(self) -> torch.Tensor:
+        """Mean per-layer weight-gradient norms, mean global norm, clip fraction; then reset."""
+        values = self.sums / max(self.steps, 1)
+        self.sums = torch.zeros_like(self.sums)
+        self.steps = 0
+        return values
+
+
+@torch.inference_mode()
+def activation_statistics(
+    model: nn.Sequential, x: torch.Tensor, activation: str | None
+) -> torch.Tensor:
+    """Per hidden layer: mean and std of its outputs on `x`, then its dead or saturated share
+    (when the activation has one), in the order of `diagnostic_columns`."""
+    model.eval()
+    measure = unit_measure(activation)
+    hidden = len(linear_layers(model)) - 1
+    values: list[torch.Tensor] = []
+    pre = None
+    h = x
+    for module in model:
+        out = module(h)
+        if isinstance(module, nn.Linear):
+            pre = out
+        elif pre is not None and len(values) < hidden * (3 if measure else 2):
+            # the activation after a hidden layer (not the opt-in one after the output layer)
+            values += [out.mean(), out.std()]
+            if measure == "dead":
+                values.append((pre <= 0).all(dim=0).float().mean())
+            elif measure == "saturated":
+                values.append((pre.abs() > SATURATION[activation]).float().mean())
+            pre = None
+        h = out
+    if not values:
+        return torch.zeros(0, device=x.device)
+    return torch.stack(values)

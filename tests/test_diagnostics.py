@@ -1,0 +1,234 @@
+"""Why a run fails: gradient flow, dead and saturated units, clipping, and k-fold validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import compose_cfg, read_metrics
+from fitscope.data import kfold_split, make_splits
+from fitscope.diagnostics import (
+    GradientMonitor,
+    activation_statistics,
+    diagnostic_columns,
+    layer_names,
+)
+from fitscope.models import build_mlp
+from fitscope.report import collect
+from fitscope.runner import run
+from fitscope.training import EPOCH_COLUMNS
+
+
+def _gradients(model, seed=0):
+    torch.manual_seed(seed)
+    x, y = torch.randn(64, 20), torch.randint(0, 10, (64,))
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+
+
+def test_deep_sigmoid_net_with_plain_sgd_has_vanishing_gradients(tmp_path):
+    cfg = compose_cfg(
+        "data=digits",
+        "activation=sigmoid",
+        "model.depth=8",
+        "model.width=64",
+        "optimizer=sgd",
+        "trainer.epochs=2",
+        "trainer.console=quiet",
+    )
+    run(cfg, tmp_path / "run")
+    metrics = read_metrics(tmp_path / "run")
+    ratio = metrics["grad_norm_1"] / metrics["grad_norm_out"]
+    assert (ratio < 1e-3).all()
+    # Each layer towards the input gets a smaller gradient than the one after it.
+    norms = metrics.loc[0, [f"grad_norm_{n}" for n in [*range(1, 9), "out"]]].to_numpy()
+    assert (norms[:-1] < norms[1:]).all()
+    flags = collect([tmp_path / "run"]).runs.iloc[0]
+    assert flags["gradient_flag"] == "vanishing gradients"
+    assert flags["grad_ratio_first"] == pytest.approx(ratio[0])
+
+
+def test_shallow_relu_net_has_healthy_gradient_flow(tmp_path):
+    cfg = compose_cfg(
+        "data=digits",
+        "model.depth=2",
+        "model.width=64",
+        "optimizer=sgd",
+        "trainer.epochs=2",
+        "trainer.console=quiet",
+    )
+    run(cfg, tmp_path / "run")
+    metrics = read_metrics(tmp_path / "run")
+    assert (metrics["grad_norm_1"] / metrics["grad_norm_out"] > 0.1).all()
+    assert collect([tmp_path / "run"]).runs.iloc[0]["gradient_flag"] == ""
+
+
+def test_relu_layer_with_large_negative_bias_is_reported_dead():
+    torch.manual_seed(0)
+    model = build_mlp(20, 10, depth=3, width=32, activation={"name": "relu"})
+    with torch.no_grad():
+        model[2].bias.fill_(-100.0)  # the second hidden layer's Linear
+    stats = activation_statistics(model, torch.randn(256, 20), "relu")
+    columns = [c for c in diagnostic_columns(model, "relu") if c.startswith(("act_", "dead_"))]
+    values = dict(zip(columns, stats.tolist(), strict=True))
+    assert values["dead_2"] == 1.0
+    assert values["act_mean_2"] == 0.0 and values["act_std_2"] == 0.0
+    assert values["dead_1"] < 0.2
+
+
+def test_sigmoid_with_huge_weights_is_saturated():
+    torch.manual_seed(0)
+    model = build_mlp(20, 10, depth=1, width=32, activation={"name": "sigmoid"})
+    with torch.no_grad():
+        model[0].weight.mul_(1000)
+    stats = activation_statistics(model, torch.randn(256, 20), "sigmoid")
+    assert diagnostic_columns(model, "sigmoid")[-1] == "saturated_1"
+    assert stats[-1].item() > 0.95
+
+
+def test_clipping_changes_the_global_norm_but_not_the_layer_ratio():
+    torch.manual_seed(0)
+    model = build_mlp(20, 10, depth=4, width=32, activation={"name": "tanh"})
+    _gradients(model)
+    monitor = GradientMonitor(model, grad_clip=0.01)
+    before = monitor.step()
+    layers_before = [layer.weight.grad.norm().item() for layer in model if hasattr(layer, "weight")]
+    monitor.clip(before)
+    layers_after = [layer.weight.grad.norm().item() for layer in model if hasattr(layer, "weight")]
+    after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+
+    assert before.item() > 0.01
+    assert after.item() == pytest.approx(0.01, rel=1e-3)
+    ratio_before = layers_before[0] / layers_before[-1]
+    ratio_after = layers_after[0] / layers_after[-1]
+    assert ratio_after == pytest.approx(ratio_before, rel=1e-5)
+    values = monitor.epoch_values().tolist()
+    assert values[-1] == 1.0  # clipping fired on the one step
+    assert values[-2] == pytest.approx(before.item())
+    assert values[:-2] == pytest.approx(layers_before, rel=1e-5)
+
+
+def test_clip_fraction_is_zero_without_clipping(tmp_path):
+    cfg = compose_cfg("data=digits", "trainer.epochs=1", "trainer.console=quiet")
+    run(cfg, tmp_path)
+    assert read_metrics(tmp_path)["clip_fraction"].tolist() == [0.0]
+
+
+def test_tiny_clip_fires_on_every_step_and_is_flagged(tmp_path):
+    cfg = compose_cfg(
+        "data=digits", "trainer.epochs=2", "trainer.console=quiet", "optimizer.grad_clip=1e-6"
+    )
+    run(cfg, tmp_path)
+    assert read_metrics(tmp_path)["clip_fraction"].tolist() == [1.0, 1.0]
+    assert collect([tmp_path]).runs.iloc[0]["gradient_flag"] == "exploding gradients"
+
+
+def test_diagnostics_can_be_turned_off(tmp_path):
+    run(
+        compose_cfg(
+            "data=digits", "trainer.epochs=1", "trainer.diagnostics=false", "trainer.console=quiet"
+        ),
+        tmp_path,
+    )
+    assert list(read_metrics(tmp_path).columns) == list(EPOCH_COLUMNS)
+
+
+def test_diagnostic_columns_are_named_by_layer():
+    model = build_mlp(20, 10, depth=2, width=8, activation={"name": "gelu"})
+    assert layer_names(model) == ["1", "2", "out"]
+    assert diagnostic_columns(model, "gelu") == [
+        "grad_norm_1",
+        "grad_norm_2",
+        "grad_norm_out",
+        "grad_norm_total",
+        "clip_fraction",
+        "act_mean_1",
+        "act_std_1",
+        "dead_1",
+        "act_mean_2",
+        "act_std_2",
+        "dead_2",
+    ]
+    linear = build_mlp(20, 10, depth=0, width=8, activation={"name": "tanh"})
+    assert diagnostic_columns(linear, "tanh") == [
+        "grad_norm_out",
+        "grad_norm_total",
+        "clip_fraction",
+    ]
+
+
+def test_report_writes_layers_and_gradient_charts(tmp_path):
+    for i, activation in enumerate(("sigmoid", "relu")):
+        cfg = compose_cfg(
+            "data=digits",
+            f"activation={activation}",
+            "model.depth=3",
+            "trainer.epochs=2",
+            "trainer.console=quiet",
+            "model.width=32",
+        )
+        run(cfg, tmp_path / "sweep" / str(i))
+    from fitscope.report import build_report
+
+    folder = build_report([tmp_path / "sweep"], tmp_path / "reports")
+    layers = pd.read_csv(folder / "layers.csv")
+    assert set(layers["layer"].astype(str)) == {"1", "2", "3", "out"}
+    assert {"grad_norm", "act_mean", "act_std", "dead", "saturated"} <= set(layers.columns)
+    assert len(layers) == 2 * 2 * 4  # runs x epochs x layers
+    assert (folder / "gradient_flow.png").is_file() and (folder / "units.png").is_file()
+    assert "## Gradient flow" in (folder / "report.md").read_text()
+
+
+# --------------------------------------------------------------------------------- k-fold
+
+
+def test_k_fold_validation_parts_are_disjoint_and_cover_the_training_part():
+    labels = np.repeat(np.arange(10), 37)
+    folds = [kfold_split(labels, 5, k, seed=0) for k in range(5)]
+    validation = [set(val.tolist()) for _, val in folds]
+    assert all(not (a & b) for i, a in enumerate(validation) for b in validation[i + 1 :])
+    assert set().union(*validation) == set(range(len(labels)))
+    for train, val in folds:
+        assert not set(train.tolist()) & set(val.tolist())
+        counts = np.bincount(labels[val], minlength=10)
+        assert counts.max() - counts.min() <= 1  # stratified
+    # Through the config: every fold keeps the same held-out test part.
+    splits = [
+        make_splits(compose_cfg("data=digits", "data.folds=5", f"data.fold={k}").data)
+        for k in range(5)
+    ]
+    assert sum(len(s.x_val) for s in splits) == len(splits[0].x_train) + len(splits[0].x_val)
+    assert all(torch.equal(s.y_test, splits[0].y_test) for s in splits)
+
+
+def test_fold_outside_the_folds_is_a_clear_error():
+    from fitscope.config import ConfigError, validate
+
+    with pytest.raises(
+        ConfigError,
+        match=r"data.fold=5 is invalid: expected an integer in "
+        r"\[0, 4\] \(data.folds=5\)",
+    ):
+        validate(compose_cfg("data.folds=5", "data.fold=5"))
+    with pytest.raises(ConfigError, match="data.folds=1 is invalid"):
+        validate(compose_cfg("data.folds=1"))
+
+
+def test_report_aggregates_folds_like_seeds(tmp_path):
+    for k in range(3):
+        cfg = compose_cfg(
+            "data=digits",
+            "data.folds=3",
+            f"data.fold={k}",
+            "trainer.epochs=2",
+            "trainer.console=quiet",
+            "model.width=16",
+        )
+        run(cfg, tmp_path / "sweep" / str(k))
+    report = collect([tmp_path / "sweep"])
+    assert report.replicate_keys == ["data.fold"]
+    assert report.groups["n"].tolist() == [3]
+    assert report.groups["best_val_loss_std"].iloc[0] > 0
