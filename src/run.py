@@ -18,7 +18,9 @@ from fitscope.runner import run
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float:
+    """Train one run; returns its best validation loss (inf when it has none), the value that
+    hyperparameter sweepers such as hparams_search=lr_optuna minimize."""
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)
@@ -30,7 +32,7 @@ def main(cfg: DictConfig) -> float | None:
         # One line, no traceback (Hydra prints compact errors as they are).
         raise CompactHydraException(str(error)) from None
     best = summary.get("best")
-    return best["val_loss"] if best else None
+    return best["val_loss"] if best else float("inf")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@ the real entry point in a subprocess."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -81,3 +83,21 @@ def idx_root(tmp_path_factory) -> Path:
     for folder in ("MNIST", "FashionMNIST", "KMNIST"):
         write_idx_dataset(root, folder)
     return root
+
+
+def needs(module: str):
+    """An optional package (an extra): skipped where it is not installed, except in CI, which
+    installs every extra and sets FITSCOPE_ALL_EXTRAS=1 so that a missing one fails."""
+    if os.environ.get("FITSCOPE_ALL_EXTRAS"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
+
+
+def needs_program(name: str) -> str:
+    """The path of a program such as chromium, under the same rule as `needs`."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("FITSCOPE_ALL_EXTRAS"):
+            pytest.fail(f"{name} is not installed")
+        pytest.skip(f"{name} is not installed")
+    return path

@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from conftest import FAST, compose_cfg, options, read_metrics, read_summary
+from conftest import FAST, compose_cfg, needs, options, read_metrics, read_summary
 from fitscope.models import ACTIVATIONS
 from fitscope.runner import run
 
-GROUPS = ["data", "model", "activation", "optimizer", "trainer"]
+GROUPS = ["data", "model", "activation", "optimizer", "trainer", "logger", "report"]
 CASES = [(group, option) for group in GROUPS for option in options(group)]
 
 
@@ -23,6 +23,10 @@ def test_every_group_has_options():
 @pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_option_composes_and_trains_one_epoch(group, option, idx_root, tmp_path):
     overrides = [f"{group}={option}", *FAST]
+    if group == "logger" and option != "none":
+        needs(option)
+        if option == "visdom":  # no server here: it says so and the run goes on
+            overrides.append("logger.visdom.timeout=0.5")
     if group == "data" and option in ("mnist", "fashion_mnist", "kmnist"):
         overrides += [f"data.root={idx_root}", "data.download=false"]
     elif group != "data":

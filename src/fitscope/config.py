@@ -123,6 +123,15 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
         ("trainer.early_stopping.patience", integer(1), True),
         ("trainer.early_stopping.min_delta", number(0), True),
         ("trainer.console", one_of(*CONSOLE_MODES), True),
+        (
+            "logger.visdom.server",
+            ((lambda v: isinstance(v, str) and "://" in v), "a URL such as http://localhost"),
+            False,
+        ),
+        ("logger.visdom.port", integer(1), False),
+        ("logger.visdom.env", NULL_OR_NAME, False),
+        ("logger.visdom.images", integer(0), False),
+        ("logger.visdom.timeout", number(0, low_open=True), False),
         ("report.enabled", BOOLEAN, True),
         ("report.dir", STRING, True),
         ("report.name", NULL_OR_NAME, True),
@@ -213,10 +222,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """A short hash of the resolved config, console mode and report settings left out (they
-    change what is printed, not what is computed): same hash, same run."""
+    """A short hash of the resolved config, console mode, report and logger settings left out
+    (they change what is shown, not what is computed): same hash, same run."""
     container = OmegaConf.to_container(cfg, resolve=True)
     container.get("trainer", {}).pop("console", None)
     container.pop("report", None)
+    container.pop("logger", None)
     text = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 METRICS_FILE = "metrics.csv"
@@ -63,6 +64,12 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
 def read_json(path: Path) -> dict[str, Any]:
     with open(path) as file:
         return json.load(file)
+
+
+def flatten_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A nested config as dotted keys (`model.depth`); list values become JSON text."""
+    flat = pd.json_normalize(config, sep=".").to_dict(orient="records")[0] if config else {}
+    return {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in flat.items()}
 
 
 def finite_or_none(value: float | None) -> float | None:

@@ -19,6 +19,7 @@ import os
 import re
 import shlex
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,7 +30,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from fitscope import FitscopeError
-from fitscope.records import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, read_json
+from fitscope.records import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, flatten_config, read_json
 from fitscope.runner import rerun_command
 from fitscope.training import best_epoch, early_stopping_epoch
 
@@ -118,11 +119,6 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
             )
         found |= runs
     return sorted(found, key=_natural_key)
-
-
-def _flatten(config: Mapping[str, Any]) -> dict[str, Any]:
-    flat = pd.json_normalize(config, sep=".").to_dict(orient="records")[0] if config else {}
-    return {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in flat.items()}
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
@@ -396,7 +392,8 @@ def collect(paths: Iterable[str | Path], settings: ReportSettings | None = None)
     records = [read_run(p) for p in run_dirs]
     ids = _run_ids(run_dirs)
     configs = pd.DataFrame(
-        [{**r.choices, **_flatten(r.config)} for r in records], index=pd.Index(ids, name="run")
+        [{**r.choices, **flatten_config(r.config)} for r in records],
+        index=pd.Index(ids, name="run"),
     )
     varying = varying_keys(configs)
     rows, curves, layers, skipped = [], [], [], []
@@ -559,7 +556,7 @@ def diff_runs(run_a: str | Path, run_b: str | Path) -> str:
     for path, record in zip((run_a, run_b), records, strict=True):
         if not record.config:
             raise ReportError(f"{path}: no config.yaml or .hydra/config.yaml: not a run folder")
-    flats = [_flatten(r.config) for r in records]
+    flats = [flatten_config(r.config) for r in records]
     choices = [r.choices for r in records]
     absent = "(absent)"
 
@@ -653,6 +650,10 @@ class ReportCallback(Callback):
 
     def __init__(self) -> None:
         self._announced = False
+        self._started = time.time()
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        self._started = time.time()
 
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
@@ -674,10 +675,17 @@ class ReportCallback(Callback):
             )
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        summaries = list(sweep_dir.glob(f"*/{SUMMARY_FILE}"))
+        kept = sum(1 for s in summaries if s.stat().st_mtime < self._started)
+        if kept:  # a resumed sweep: their summary.json files were not touched by this sweep
+            print(
+                f"resume: {kept} of {len(summaries)} runs were already completed with the same "
+                "config and were skipped"
+            )
         report_cfg = config.get("report") or {}
         if not report_cfg.get("enabled", True):
             return
-        sweep_dir = Path(config.hydra.sweep.dir)
         try:
             folder = build_report(
                 [sweep_dir], report_cfg.get("dir", "reports"), report_cfg.get("name"), report_cfg

@@ -3,6 +3,7 @@ model, train, test once with the best weights, write everything a report needs."
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import time
@@ -18,6 +19,7 @@ from fitscope import FitscopeError
 from fitscope.config import config_hash, resolve_device, validate
 from fitscope.console import Console
 from fitscope.data import make_splits
+from fitscope.loggers import make_loggers, prediction_grid
 from fitscope.models import build_mlp, count_parameters
 from fitscope.records import (
     CHECKPOINT_FILE,
@@ -27,14 +29,17 @@ from fitscope.records import (
     MetricsWriter,
     device_name,
     finite_or_none,
+    flatten_config,
     git_state,
     library_versions,
+    read_json,
     save_checkpoint,
     write_json_atomic,
 )
 from fitscope.training import early_stopping_epoch, evaluate, fit, metric_columns
 
 ENTRY_POINT = "python src/run.py"
+log = logging.getLogger("fitscope")
 
 
 def rerun_command(overrides: Sequence[str]) -> str:
@@ -59,8 +64,25 @@ def run(
     Divergence is a result (status `diverged`), not an error. Bad config values raise
     `ConfigError` before any work; any other failure is written to `summary.json` as status
     `failed` and raised again.
+
+    Resume: when `out_dir` already holds a completed run of the same config (same
+    `config_hash`), nothing runs and its summary is returned with `skipped: True`; a completed
+    run of another config is never overwritten (`ResumeError`). Failed and unfinished runs run
+    again.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    previous = completed_summary(out_dir)
+    if previous is not None:
+        validate(cfg)
+        if previous.get("config_hash") != config_hash(cfg):
+            raise ResumeError(
+                f"{out_dir} holds a completed run of another config (config hash "
+                f"{previous.get('config_hash')}, this one {config_hash(cfg)}); it is kept: "
+                "run the sweep into a new hydra.sweep.dir"
+            )
+        if OmegaConf.select(cfg, "trainer.console", default="auto") != "quiet":
+            log.info(f"{label}: skipped, already completed in {out_dir}")
+        return {**previous, "skipped": True}
     start = time.perf_counter()
     summary: dict[str, Any] = {
         "status": "running",
@@ -80,7 +102,15 @@ def run(
         summary.update(seed=cfg.trainer.seed, config_hash=config_hash(cfg))
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
         OmegaConf.save(cfg, out_dir / CONFIG_FILE, resolve=True)
-        _train(OmegaConf.to_container(cfg, resolve=True), out_dir, summary, console)
+        container = OmegaConf.to_container(cfg, resolve=True)
+        loggers = make_loggers(
+            container.get("logger"), out_dir, overrides, _visdom_env(out_dir), _hparams(container)
+        )
+        try:
+            _train(container, out_dir, summary, console, loggers)
+        finally:
+            for logger in loggers:
+                logger.close(summary)
     except BaseException as error:
         # KeyboardInterrupt included: the rows written so far stay, the summary says why it ended.
         summary.update(status="failed", error=_failure_reason(error))
@@ -92,6 +122,19 @@ def run(
     return summary
 
 
+class ResumeError(FitscopeError):
+    pass
+
+
+def completed_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The run folder's summary if it records a completed run, else None."""
+    try:
+        summary = read_json(run_dir / SUMMARY_FILE)
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("status") == "completed" else None
+
+
 def _failure_reason(error: BaseException) -> str:
     if isinstance(error, KeyboardInterrupt):
         return "interrupted (KeyboardInterrupt: Ctrl-C or SIGINT)"
@@ -100,7 +143,25 @@ def _failure_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".removesuffix(": ")
 
 
-def _train(cfg: dict[str, Any], out_dir: Path, summary: dict[str, Any], console: Console) -> None:
+def _visdom_env(run_dir: Path) -> str:
+    """One visdom env per sweep, named after the sweep folder (with its date folder)."""
+    return "fitscope_" + "_".join(run_dir.resolve().parts[-3:-1])
+
+
+def _hparams(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's config as flat scalar hyperparameters, for TensorBoard's HParams."""
+    flat = flatten_config({k: v for k, v in cfg.items() if k not in ("report", "logger")})
+    flat.pop("trainer.console", None)
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
+
+
+def _train(
+    cfg: dict[str, Any],
+    out_dir: Path,
+    summary: dict[str, Any],
+    console: Console,
+    loggers: Sequence[Any] = (),
+) -> None:
     trainer = cfg["trainer"]
     device = resolve_device(trainer["device"])
     if trainer["deterministic"] and device.type == "cuda":
@@ -137,8 +198,16 @@ def _train(cfg: dict[str, Any], out_dir: Path, summary: dict[str, Any], console:
         def on_epoch(row: dict[str, float]) -> None:
             writer.write(row)
             console.epoch(row)
+            for logger in loggers:
+                logger.epoch(row)
 
-        result = fit(model, splits, cfg["optimizer"], trainer, on_epoch)
+        def on_steps(epoch: int, losses: list[float]) -> None:
+            for logger in loggers:
+                logger.steps(epoch, losses)
+
+        result = fit(
+            model, splits, cfg["optimizer"], trainer, on_epoch, on_steps if loggers else None
+        )
 
     eval_batch = trainer["eval_batch_size"]
     test_last = evaluate(model, splits.x_test, splits.y_test, eval_batch).tolist()
@@ -168,6 +237,11 @@ def _train(cfg: dict[str, Any], out_dir: Path, summary: dict[str, Any], console:
         model.load_state_dict(result.best_state)
         test_best = evaluate(model, splits.x_test, splits.y_test, eval_batch).tolist()
         save_checkpoint(out_dir / CHECKPOINT_FILE, result.best_state, model_args, result.best_epoch)
+        if loggers:
+            count = (cfg.get("logger") or {}).get("visdom", {}).get("images", 32)
+            grid = prediction_grid(model, splits.x_val, splits.y_val, count)
+            for logger in loggers:
+                logger.predictions(*grid)
         summary.update(
             best=_metrics(result.rows[result.best_epoch - 1]), test_best=_test_metrics(test_best)
         )

@@ -99,15 +99,19 @@ def train_one_epoch(
     generator: torch.Generator,
     grad_clip: float | None = None,
     monitor: GradientMonitor | None = None,
+    step_losses: torch.Tensor | None = None,
 ) -> None:
     """One pass over (x, y) in batches of a seeded on-device permutation; no host sync.
 
-    With a `monitor`, every step's gradient norms are recorded (and clipping reuses them)."""
+    With a `monitor`, every step's gradient norms are recorded (and clipping reuses them); with
+    `step_losses` (one slot per step, on the device), every step's training loss."""
     model.train()
     order = torch.randperm(len(x), device=x.device, generator=generator)
-    for start in range(0, len(x), batch_size):
+    for step, start in enumerate(range(0, len(x), batch_size)):
         batch = order[start : start + batch_size]
         loss = F.cross_entropy(model(x[batch]), y[batch])
+        if step_losses is not None:
+            step_losses[step] = loss.detach()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if monitor is not None:
@@ -160,10 +164,12 @@ def fit(
     optimizer_cfg: Mapping[str, Any],
     trainer_cfg: Mapping[str, Any],
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    on_steps: Callable[[int, list[float]], None] | None = None,
 ) -> FitResult:
     """Train `model` for `trainer_cfg["epochs"]` epochs (fewer if early stopping is enabled or
     the run diverges: see `diverged`), keeping the weights of the epoch with the lowest validation
-    loss. `on_epoch` gets each epoch's row (`metric_columns`) as soon as it exists."""
+    loss. `on_epoch` gets each epoch's row (`metric_columns`) as soon as it exists; `on_steps`,
+    if given, the epoch number and the training loss of each of its steps."""
     optimizer = make_optimizer(model.parameters(), optimizer_cfg)
     device = splits.x_train.device
     generator = torch.Generator(device=device).manual_seed(trainer_cfg["seed"])
@@ -179,6 +185,8 @@ def fit(
         activation = activation_of(model)
     best_loss = math.inf
     loop_seconds = 0.0
+    steps = math.ceil(len(splits.x_train) / trainer_cfg["batch_size"])
+    step_losses = torch.zeros(steps, device=device) if on_steps is not None else None
 
     for epoch in range(1, trainer_cfg["epochs"] + 1):
         start = time.perf_counter()
@@ -191,6 +199,7 @@ def fit(
             generator,
             optimizer_cfg.get("grad_clip"),
             monitor,
+            step_losses,
         )
         parts = [
             evaluate(model, splits.x_train, splits.y_train, eval_batch),
@@ -198,12 +207,18 @@ def fit(
         ]
         if monitor is not None:
             parts += [monitor.epoch_values(), activation_statistics(model, probe, activation)]
+        if step_losses is not None:
+            parts.append(step_losses)
         metrics = torch.cat(parts).tolist()  # the epoch's one host sync
+        if step_losses is not None:
+            metrics, losses = metrics[:-steps], metrics[-steps:]
         seconds = time.perf_counter() - start
         loop_seconds += seconds
         values = [epoch, *metrics[:4], optimizer.param_groups[0]["lr"], seconds, *metrics[4:]]
         row = dict(zip(columns, values, strict=True))
         result.rows.append(row)
+        if on_steps is not None:
+            on_steps(epoch, losses)
         if on_epoch is not None:
             on_epoch(row)
         if diverged(row, trainer_cfg.get("divergence_loss")):
