@@ -40,7 +40,7 @@ RUN_MARKERS = (SUMMARY_FILE, METRICS_FILE, ".hydra")
 # Keys whose values are repetitions of one setup: runs that differ only in them are aggregated.
 REPLICATE_KEYS = ("trainer.seed", "data.fold")
 # Keys that never count as a difference between runs (how a run reports, not what it computes).
-IGNORED_KEYS = re.compile(r"^(report($|\.)|trainer\.console$)")
+IGNORED_KEYS = re.compile(r"^((report|logger)($|\.)|trainer\.console$)")
 SPLITS_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
 LAYER_COLUMN = re.compile(r"^(grad_norm|act_mean|act_std|dead|saturated)_(\d+|out)$")
 LAYER_MEASURES = ("grad_norm", "act_mean", "act_std", "dead", "saturated")
@@ -235,9 +235,10 @@ def diagnose(metrics: pd.DataFrame, settings: ReportSettings) -> tuple[str, str]
     train = metrics["train_loss"].to_numpy(float)
     train_acc = metrics["train_acc"].to_numpy(float)
     epochs = len(val)
-    if best_epoch(list(val)) is None:
+    best_at = best_epoch(list(val))
+    if best_at is None:
         return "no data", "no finite validation loss"
-    best = best_epoch(list(val)) - 1  # index of the best epoch
+    best = best_at - 1  # index of the best epoch
     if train_acc[-1] < settings.underfit_train_acc:
         return "underfit", (
             f"train acc {train_acc[-1]:.1%} < {settings.underfit_train_acc:.0%} after {epochs} "
