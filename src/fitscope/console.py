@@ -78,7 +78,7 @@ class Console:
         if self._bar is not None:
             self._bar.update(1)
 
-    def finished(self, label: str, summary: Mapping[str, Any]) -> None:
+    def finished(self, label: str, summary: Mapping[str, Any], run_dir: str) -> None:
         if summary["status"] == "diverged":
             log.warning(run_line(label, summary))
         elif summary["status"] == "failed":
@@ -86,3 +86,5 @@ class Console:
                 log.error(run_line(label, summary))
         elif self.show_runs:
             log.info(run_line(label, summary))
+        if self.show_runs and not self.in_sweep and summary["status"] != "failed":
+            log.info(f"run folder: {run_dir} (metrics.csv, summary.json, best.pt)")

@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 
 from fitscope import FitscopeError
 from fitscope.records import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, flatten_config, read_json
-from fitscope.runner import rerun_command
+from fitscope.runner import display_path, rerun_command
 from fitscope.training import best_epoch, early_stopping_epoch
 
 log = logging.getLogger("fitscope")
@@ -87,14 +87,6 @@ def default_settings(sweep_dirs: Sequence[Path] = ()) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- reading run folders
-
-
-def _display_path(path: Path) -> str:
-    """`path` relative to the working directory when it lies below it, as a user would type it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def _natural_key(path: Path) -> list[Any]:
@@ -436,7 +428,7 @@ def collect(paths: Iterable[str | Path], settings: ReportSettings | None = None)
         replicates,
         skipped,
         settings,
-        [_display_path(p) for p in run_dirs],
+        [display_path(p) for p in run_dirs],
         shared,
     )
 
@@ -515,7 +507,7 @@ def _run_row(
         wall_time_s=summary.get("wall_time_s", np.nan),
         samples_per_s=summary.get("samples_per_s", np.nan),
         command=record.command,
-        path=_display_path(record.path),
+        path=display_path(record.path),
     )
     return row
 

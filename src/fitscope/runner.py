@@ -42,6 +42,14 @@ ENTRY_POINT = "python src/run.py"
 log = logging.getLogger("fitscope")
 
 
+def display_path(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it, as a user would type it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def rerun_command(overrides: Sequence[str]) -> str:
     """The command line that repeats a run with these overrides."""
     return " ".join([ENTRY_POINT, *(shlex.quote(o) for o in overrides)])
@@ -118,7 +126,7 @@ def run(
     finally:
         summary.update(finished_at=_now(), wall_time_s=time.perf_counter() - start)
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
-        console.finished(label, summary)
+        console.finished(label, summary, display_path(out_dir))
     return summary
 
 
