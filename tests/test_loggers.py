@@ -139,7 +139,11 @@ def test_visdom_windows_exist_on_a_real_server(visdom_server, tmp_path):
 
     env = f"fitscope_{tmp_path.name}_sweep"
     viz = visdom.Visdom(
-        server="http://127.0.0.1", port=visdom_server, env=env, raise_exceptions=True
+        server="http://127.0.0.1",
+        port=visdom_server,
+        env=env,
+        raise_exceptions=True,
+        use_incoming_socket=False,
     )
     for title in (
         "train loss per step",
