@@ -1,12 +1,16 @@
-"""Launchers, resume, presets and the Optuna search, through the real command line."""
+"""Launchers, resume, presets, the Optuna search and the benchmark, through the real command
+line."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose_cfg, needs, options, read_summary, run_cli
+from conftest import REPO, compose_cfg, needs, options, read_summary, run_cli
 from fitscope.runner import run
 
 pytestmark = pytest.mark.slow
@@ -97,3 +101,19 @@ def test_tutorial_preset_is_the_classic_setup_and_runs_offline_on_mnist5k(tmp_pa
         "experiment=tutorial", "data=mnist5k", "trainer.epochs=1", "trainer.console=quiet"
     )
     assert run(offline, tmp_path)["status"] == "completed"
+
+
+def test_benchmark_quick_prints_both_loops_and_the_ratio(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "src" / "bench.py"), "--quick", "--device", "cpu"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("device: cpu")
+    assert any(line.startswith("tutorial loop (DataLoader):") for line in lines)
+    assert sum("x the tutorial loop's samples/s" in line for line in lines) == 2
+    assert "end to end with the report" in lines[-1]
