@@ -77,10 +77,12 @@ def default_settings(sweep_dirs: Sequence[Path] = ()) -> dict[str, Any]:
     """The `report` settings a sweep ran with (its multirun.yaml), else conf/report/default.yaml."""
     for folder in sweep_dirs:
         multirun = folder / "multirun.yaml"
-        if multirun.is_file():
-            section = OmegaConf.load(multirun).get("report")
-            if section is not None:
-                return OmegaConf.to_container(section)
+        try:
+            section = OmegaConf.load(multirun).get("report") if multirun.is_file() else None
+        except Exception:  # an unreadable multirun.yaml: fall back to the defaults
+            section = None
+        if section is not None:
+            return OmegaConf.to_container(section)
     if DEFAULTS_FILE.is_file():
         return OmegaConf.to_container(OmegaConf.load(DEFAULTS_FILE))
     return {}
