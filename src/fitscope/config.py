@@ -22,6 +22,16 @@ from fitscope.models import ACTIVATIONS, INITS
 from fitscope.training import OPTIMIZERS
 
 CONSOLE_MODES = ("auto", "epochs", "runs", "quiet")
+# Config keys that change what is shown, never what is computed: left out of the config hash,
+# of the differences between runs, of run names and of TensorBoard's hyperparameters.
+DISPLAY_KEYS = ("trainer.console", "report", "logger")
+
+
+def is_display_key(key: str) -> bool:
+    """True for a dotted key (`report.patience`, `trainer.console`) that only changes display."""
+    return any(key == k or key.startswith(k + ".") for k in DISPLAY_KEYS)
+
+
 _ABSENT = object()
 
 
@@ -225,8 +235,8 @@ def config_hash(cfg: DictConfig) -> str:
     """A short hash of the resolved config, console mode, report and logger settings left out
     (they change what is shown, not what is computed): same hash, same run."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    container.get("trainer", {}).pop("console", None)
-    container.pop("report", None)
-    container.pop("logger", None)
+    for key in DISPLAY_KEYS:
+        section, _, leaf = key.rpartition(".")
+        (container.get(section, {}) if section else container).pop(leaf, None)
     text = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

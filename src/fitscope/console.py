@@ -31,11 +31,7 @@ def epoch_line(row: Mapping[str, float], epochs: int) -> str:
 def run_line(label: str, summary: Mapping[str, Any]) -> str:
     status = summary["status"]
     seconds = summary.get("wall_time_s", 0)
-    text = (
-        f"{label}: {status} in {seconds:.1f}s"
-        if seconds >= 1
-        else f"{label}: {status} in {seconds:.2f}s"
-    )
+    text = f"{label}: {status} in {seconds:.{1 if seconds >= 1 else 2}f}s"
     best = summary.get("best")
     if best:
         text += (

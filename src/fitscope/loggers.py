@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from fitscope import FitscopeError
+from fitscope.config import is_display_key
 
 log = logging.getLogger("fitscope")
 logging.getLogger("visdom").setLevel(logging.WARNING)  # not its "Setting up a new session..."
-LOGGERS = ("tensorboard", "visdom")
 _unreachable_said: set[str] = set()  # visdom servers already reported unreachable
 
 
@@ -172,8 +172,11 @@ class VisdomLogger:
 
 def run_name(overrides: Sequence[str]) -> str:
     """A run's name for the loggers: the overrides that set what it computes, as a folder name."""
+    keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
     shown = [
-        o for o in overrides if not re.match(r"^[+~]*(logger|report|hydra)\b|^trainer\.console=", o)
+        o
+        for o, k in zip(overrides, keys, strict=True)
+        if not (is_display_key(k) or k.startswith("hydra"))
     ]
     name = ",".join(shown) or "defaults"
     return re.sub(r"[^\w.,=+-]+", "_", name)[:120]

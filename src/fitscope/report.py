@@ -27,9 +27,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from fitscope import FitscopeError
+from fitscope.config import is_display_key
 from fitscope.records import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, flatten_config, read_json
 from fitscope.runner import display_path, rerun_command
 from fitscope.training import best_epoch, early_stopping_epoch
@@ -39,8 +41,6 @@ log = logging.getLogger("fitscope")
 RUN_MARKERS = (SUMMARY_FILE, METRICS_FILE, ".hydra")
 # Keys whose values are repetitions of one setup: runs that differ only in them are aggregated.
 REPLICATE_KEYS = ("trainer.seed", "data.fold")
-# Keys that never count as a difference between runs (how a run reports, not what it computes).
-IGNORED_KEYS = re.compile(r"^((report|logger)($|\.)|trainer\.console$)")
 SPLITS_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
 LAYER_COLUMN = re.compile(r"^(grad_norm|act_mean|act_std|dead|saturated)_(\d+|out)$")
 LAYER_MEASURES = ("grad_norm", "act_mean", "act_std", "dead", "saturated")
@@ -337,7 +337,7 @@ def varying_keys(configs: pd.DataFrame) -> list[str]:
     """The config keys whose values differ between runs: group choices (`activation`) first, then
     leaf keys (`model.depth`), leaving out leaves that a varying group choice already explains."""
     text = _as_text(configs)
-    keys = [k for k in configs.columns if not IGNORED_KEYS.match(k) and text[k].nunique() > 1]
+    keys = [k for k in configs.columns if not is_display_key(k) and text[k].nunique() > 1]
     groups = [k for k in keys if "." not in k]
     leaves = []
     for key in (k for k in keys if "." in k):
@@ -559,7 +559,7 @@ def diff_runs(run_a: str | Path, run_b: str | Path) -> str:
         return sorted(
             k
             for k in set(a) | set(b)
-            if not IGNORED_KEYS.match(k) and a.get(k, absent) != b.get(k, absent)
+            if not is_display_key(k) and a.get(k, absent) != b.get(k, absent)
         )
 
     def arrow(key: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
@@ -628,12 +628,6 @@ def build_report(
 
 def report_command(sweep_dir: str | Path) -> str:
     return f"python src/report.py {shlex.quote(str(sweep_dir))}"
-
-
-try:
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover - hydra is a dependency; keeps the module importable
-    Callback = object  # type: ignore[misc,assignment]
 
 
 class ReportCallback(Callback):

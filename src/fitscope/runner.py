@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fitscope import FitscopeError
-from fitscope.config import config_hash, resolve_device, validate
+from fitscope.config import config_hash, is_display_key, resolve_device, validate
 from fitscope.console import Console
 from fitscope.data import make_splits
 from fitscope.loggers import make_loggers, prediction_grid
@@ -158,9 +158,12 @@ def _visdom_env(run_dir: Path) -> str:
 
 def _hparams(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The run's config as flat scalar hyperparameters, for TensorBoard's HParams."""
-    flat = flatten_config({k: v for k, v in cfg.items() if k not in ("report", "logger")})
-    flat.pop("trainer.console", None)
-    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
+    flat = flatten_config(cfg)
+    return {
+        k: v if isinstance(v, (int, float, str, bool)) else str(v)
+        for k, v in flat.items()
+        if not is_display_key(k)
+    }
 
 
 def _train(
