@@ -44,6 +44,8 @@ GOOD_FIT = (
     [1.0, 0.5, 0.3, 0.22, 0.2, 0.19, 0.185, 0.18, 0.178, 0.176],
     [0.95] * 10,
 )
+# An easy problem learnt perfectly: the losses reach exactly 0.0 (float32 underflow).
+PERFECT = ([0.5, 0.01, 0.0, 0.0, 0.0, 0.0], [0.4, 0.0, 0.0, 0.0, 0.0, 0.0], [1.0] * 6)
 
 
 def make_run(
@@ -110,8 +112,9 @@ def with_changes(**changes) -> dict:
         (UNDERFIT, "underfit", 7, 10, "train acc 30.0% < 90% after 10 epochs"),
         (NOT_CONVERGED, "underfit", 10, 10, "not converged: val loss still fell"),
         (GOOD_FIT, "good fit", 5, 8, "val loss +0.8% from its minimum at epoch 5"),
+        (PERFECT, "good fit", 3, 6, "val loss +0.0% from its minimum at epoch 3"),
     ],
-    ids=["overfit", "underfit", "not-converged", "good-fit"],
+    ids=["overfit", "underfit", "not-converged", "good-fit", "zero-loss"],
 )
 def test_diagnosis_best_and_early_stopping_epochs(tmp_path, curves, diagnosis, best, stop, reason):
     make_run(tmp_path / "sweep" / "0", curves)

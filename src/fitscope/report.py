@@ -216,6 +216,13 @@ def read_run(path: Path) -> RunRecord:
 # ------------------------------------------------------------------------------ analysis
 
 
+def _ratio(new: float, old: float) -> float:
+    """new / old for losses >= 0, where a loss may be exactly 0 (an easy problem learnt)."""
+    if old > 0:
+        return new / old
+    return 1.0 if new == old else math.inf
+
+
 def diagnose(metrics: pd.DataFrame, settings: ReportSettings) -> tuple[str, str]:
     """(`underfit` | `overfit` | `good fit`, the reason in words) for a run's epoch rows.
 
@@ -238,7 +245,7 @@ def diagnose(metrics: pd.DataFrame, settings: ReportSettings) -> tuple[str, str]
             f"train acc {train_acc[-1]:.1%} < {settings.underfit_train_acc:.0%} after {epochs} "
             f"epochs (val acc {metrics['val_acc'].iloc[-1]:.1%})"
         )
-    rise = val[-1] / val[best] - 1
+    rise = _ratio(val[-1], val[best]) - 1
     if best < epochs - 1 and rise >= settings.overfit_rise and train[-1] < train[best]:
         return "overfit", (
             f"val loss +{rise:.0%} after epoch {best + 1} while train loss fell "
@@ -248,7 +255,7 @@ def diagnose(metrics: pd.DataFrame, settings: ReportSettings) -> tuple[str, str]
         return "underfit", f"only {epochs} epoch(s): too few to have converged"
     window = max(2, math.ceil(epochs * settings.converge_window))
     start = max(0, epochs - 1 - window)
-    fall = 1 - val[-1] / val[start]
+    fall = 1 - _ratio(val[-1], val[start])
     if fall > settings.converge_tol:
         return "underfit", (
             f"not converged: val loss still fell {fall:.1%} over the last {epochs - 1 - start} "
