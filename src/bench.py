@@ -10,14 +10,19 @@ torchvision MNIST loader by both loops. Figures and ratios are printed, nothing 
 1. tutorial loop: torchvision MNIST with ToTensor() + Normalize, DataLoader(batch_size=200,
    shuffle=True), `.to(device)` per batch, the 784-200-200-10 MLP, SGD lr 0.01;
 2. fitscope: the same model and optimizer through `fitscope.training.fit` on tensors already on
-   the device (one epoch = training on 54,000 samples plus evaluating train and validation);
+   the device, each step mode the device has (`trainer.compile`: none and torch_compile
+   everywhere, graph on CUDA; bf16 too with --precision). One epoch = training on 54,000
+   samples, then evaluating the train and validation parts; both the whole epoch and its
+   training phase alone (what the tutorial loop does) are compared with the tutorial loop;
 3. the sweep `-m activation=relu,leaky,selu model.depth=1,2,3 model.width=100,200,400` (27 runs)
-   through `src/run.py`, report included, beside the tutorial loop's projected time for it.
+   through `src/run.py` in one process, report included, beside the tutorial loop's projected
+   time for it, with where the time went and (on CUDA) each run's GPU memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import struct
 import subprocess
 import sys
@@ -32,7 +37,8 @@ import torch.nn.functional as F
 from fitscope.config import resolve_device
 from fitscope.data import make_splits
 from fitscope.models import build_mlp
-from fitscope.training import fit
+from fitscope.steps import set_tf32
+from fitscope.training import FitResult, fit
 
 RUN_PY = Path(__file__).resolve().parent / "run.py"
 TUTORIAL_MODEL = {"depth": 2, "width": 200, "activation": {"name": "relu"}, "init": "default"}
@@ -93,9 +99,10 @@ def tutorial_epoch_seconds(root: Path, device: torch.device, epochs: int) -> lis
     return times
 
 
-def fitscope_epoch_seconds(
-    root: Path, device: torch.device, epochs: int, diagnostics: bool
-) -> tuple[list[float], int]:
+def fitscope_fit(
+    root: Path, device: torch.device, epochs: int, diagnostics: bool, compile: str, precision: str
+) -> tuple[FitResult, int]:
+    """fitscope's trainer on the tutorial's model and optimizer; (result, training samples)."""
     data = {
         "name": "mnist",
         "root": str(root),
@@ -112,12 +119,13 @@ def fitscope_epoch_seconds(
         "eval_batch_size": 10000,
         "seed": 0,
         "diagnostics": diagnostics,
+        "compile": compile,
+        "precision": precision,
         "divergence_loss": None,
         "early_stopping": {"enabled": False, "patience": 1, "min_delta": 0.0},
     }
     optimizer = {"name": "sgd", "lr": 0.01, "weight_decay": 0.0, "grad_clip": None}
-    result = fit(model, splits, optimizer, trainer)
-    return [row["seconds"] for row in result.rows], len(splits.x_train)
+    return fit(model, splits, optimizer, trainer), len(splits.x_train)
 
 
 def sweep_seconds(root: Path, device: str, epochs: int, sweep: list[str], cwd: Path) -> float:
@@ -139,11 +147,46 @@ def sweep_seconds(root: Path, device: str, epochs: int, sweep: list[str], cwd: P
     return time.perf_counter() - start
 
 
+def step_modes(device: torch.device, precision: str) -> list[tuple[str, str]]:
+    """The (compile, precision) pairs measured on this device."""
+    modes = [("none", "fp32"), ("graph", "fp32")] if device.type == "cuda" else [("none", "fp32")]
+    if precision == "bf16":
+        modes.append((modes[-1][0], "bf16"))
+    return modes
+
+
+def print_sweep_breakdown(sweep_dir: Path, seconds: float) -> None:
+    """Where the sweep's time went, and its GPU memory per run, from the runs' summaries."""
+    summaries = [json.loads(path.read_text()) for path in sorted(sweep_dir.glob("*/summary.json"))]
+    if not summaries:
+        return
+    runs = sum(s["wall_time_s"] for s in summaries)
+    train = sum(s.get("train_s", 0.0) for s in summaries)
+    setup = sum(s.get("setup_s", 0.0) for s in summaries)
+    modes = sorted({s.get("compile", "?") for s in summaries})
+    print(
+        f"  of which: runs {runs:,.1f} s (training {train:,.1f} s, step setup {setup:,.1f} s, "
+        f"evaluation, files and the rest {runs - train - setup:,.1f} s); start-up, Hydra and "
+        f"the report {seconds - runs:,.1f} s; steps: {', '.join(modes)}"
+    )
+    if "gpu_memory_peak_mib" in summaries[0]:
+        peaks = [s["gpu_memory_peak_mib"] for s in summaries]
+        ends = [s["gpu_memory_end_mib"] for s in summaries]
+        print(
+            f"  GPU memory per run: peak {min(peaks):,.0f}-{max(peaks):,.0f} MiB; held after "
+            f"run 1 {ends[0]:,.0f} MiB, after run {len(ends)} {ends[-1]:,.0f} MiB "
+            f"(max {max(ends):,.0f})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--epochs", type=int, default=3, help="epochs timed for each loop")
     parser.add_argument("--sweep-epochs", type=int, default=10, help="epochs of each sweep run")
+    parser.add_argument(
+        "--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: also time bf16"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -151,6 +194,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     device = resolve_device(args.device)
+    set_tf32(device, True)  # trainer.tf32's default, for every loop here
     n_train, n_test = (6_000, 1_000) if args.quick else (60_000, 10_000)
     epochs = 1 if args.quick else args.epochs
     sweep_epochs = 1 if args.quick else args.sweep_epochs
@@ -171,23 +215,30 @@ def main() -> None:
             f"tutorial loop (DataLoader): {tutorial_ms:,.0f} ms/epoch, "
             f"{tutorial_rate:,.0f} samples/s"
         )
-        for diagnostics in (False, True):
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            times, n_fit = fitscope_epoch_seconds(root, device, epochs + 1, diagnostics)
-            best = min(times[1:] or times)  # the first epoch pays warm-up
-            rate = n_fit / best
-            memory = (
-                f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB"
-                if device.type == "cuda"
-                else ""
-            )
-            print(
-                f"fitscope trainer, diagnostics {'on ' if diagnostics else 'off'}: "
-                f"{1000 * best:,.0f} ms/epoch (train {n_fit:,} + evaluate), {rate:,.0f} "
-                f"samples/s: {rate / tutorial_rate:.1f}x the tutorial loop's samples/s"
-                f"{memory}"
-            )
+        for compile, precision in step_modes(device, args.precision):
+            for diagnostics in (False, True):
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                result, n_fit = fitscope_fit(
+                    root, device, epochs + 1, diagnostics, compile, precision
+                )
+                # the first epoch pays warm-up (and compilation)
+                epoch = min([row["seconds"] for row in result.rows][1:] or [1e9])
+                train = min(result.train_seconds[1:] or [1e9])
+                if epochs == 1:  # --quick: one timed epoch
+                    epoch, train = result.rows[0]["seconds"], result.train_seconds[0]
+                memory = (
+                    f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB"
+                    if device.type == "cuda"
+                    else ""
+                )
+                print(
+                    f"fitscope, compile={result.compile} {precision} diagnostics "
+                    f"{'on ' if diagnostics else 'off'}: epoch {1000 * epoch:,.1f} ms "
+                    f"({n_fit / epoch / tutorial_rate:,.1f}x the tutorial's samples/s), of "
+                    f"which training {1000 * train:,.1f} ms ({n_fit / train / tutorial_rate:,.1f}x"
+                    f"); step setup {1000 * result.setup_seconds:,.0f} ms{memory}"
+                )
         seconds = sweep_seconds(root, args.device, sweep_epochs, sweep, Path(tmp))
         projected = runs * sweep_epochs * min(tutorial)
         print(
@@ -195,6 +246,7 @@ def main() -> None:
             f"the report: {seconds:,.1f} s; the tutorial loop would need about "
             f"{projected:,.0f} s for the same training ({projected / seconds:.1f}x)"
         )
+        print_sweep_breakdown(Path(tmp) / "bench_sweep", seconds)
 
 
 if __name__ == "__main__":

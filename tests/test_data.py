@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from conftest import compose_cfg, write_idx_dataset
-from fitscope.data import load_arrays, make_splits
+from fitscope.data import _cached_splits, load_arrays, make_splits
 
 
 def _label_counts(y: torch.Tensor) -> np.ndarray:
@@ -48,10 +48,15 @@ def test_split_seed_changes_validation_part_but_not_by_trainer_seed():
 
 def test_datasets_are_loaded_once_per_process():
     load_arrays.cache_clear()
-    make_splits(compose_cfg("data=digits").data)
-    make_splits(compose_cfg("data=digits", "data.val_fraction=0.3").data)
+    _cached_splits.cache_clear()
+    first = make_splits(compose_cfg("data=digits").data)
+    other = make_splits(compose_cfg("data=digits", "data.val_fraction=0.3").data)
     info = load_arrays.cache_info()
     assert (info.misses, info.hits) == (1, 1)
+    # the same data config on the same device: the very same prepared tensors, made once
+    again = make_splits(compose_cfg("data=digits", "model.depth=3").data)
+    assert again.x_train is first.x_train
+    assert other.x_train is not first.x_train
 
 
 def test_torchvision_path_reads_mnist_format_files(tmp_path):

@@ -115,5 +115,8 @@ def test_benchmark_quick_prints_both_loops_and_the_ratio(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0].startswith("device: cpu")
     assert any(line.startswith("tutorial loop (DataLoader):") for line in lines)
-    assert sum("x the tutorial loop's samples/s" in line for line in lines) == 2
-    assert "end to end with the report" in lines[-1]
+    fitscope = [line for line in lines if line.startswith("fitscope, compile=none fp32")]
+    assert len(fitscope) == 2  # diagnostics off and on
+    assert all("x the tutorial's samples/s), of which training" in line for line in fitscope)
+    assert any("end to end with the report" in line for line in lines)
+    assert "steps: none" in lines[-1]

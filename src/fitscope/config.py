@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from fitscope import FitscopeError
 from fitscope.data import DATASETS
 from fitscope.models import ACTIVATIONS, INITS
-from fitscope.training import OPTIMIZERS
+from fitscope.steps import COMPILE_MODES, OPTIMIZERS, PRECISIONS
 
 CONSOLE_MODES = ("auto", "epochs", "runs", "quiet")
 # Config keys that change what is shown, never what is computed: left out of the config hash,
@@ -128,6 +128,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
         ("trainer.seed", integer(0), True),
         ("trainer.deterministic", BOOLEAN, True),
         ("trainer.diagnostics", BOOLEAN, True),
+        ("trainer.compile", one_of(*COMPILE_MODES), True),
+        ("trainer.precision", one_of(*PRECISIONS), True),
+        ("trainer.tf32", BOOLEAN, True),
         ("trainer.divergence_loss", NULL_OR_POSITIVE, True),
         ("trainer.early_stopping.enabled", BOOLEAN, True),
         ("trainer.early_stopping.patience", integer(1), True),
@@ -195,7 +198,13 @@ def validate(cfg: DictConfig) -> None:
         for key in ("momentum", "nesterov"):
             if key not in cfg.optimizer:
                 raise ConfigError(f"optimizer.{key} is missing: optimizer=momentum needs it")
-    resolve_device(cfg.trainer.device)
+    device = resolve_device(cfg.trainer.device)
+    if cfg.trainer.compile == "graph" and device.type != "cuda":
+        raise ConfigError(
+            f"trainer.compile=graph is invalid on {device.type} (trainer.device="
+            f"{cfg.trainer.device}): CUDA graphs need a CUDA device; expected auto, "
+            "torch_compile or none"
+        )
 
 
 def _validate_activation_params(cfg: DictConfig) -> None:

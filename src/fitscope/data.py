@@ -4,7 +4,8 @@ Splits: the test part is held out (the official test set, or a fixed stratified 
 datasets without one) and used once at the end; the validation part is carved from the training
 part, stratified by class and seeded by `data.split_seed`: `val_fraction` of it, or with
 `data.folds=K` the fold `data.fold` of a stratified K-fold split (cross-validation).
-Raw arrays are cached per process, so a sweep run in one process loads each dataset once.
+Raw arrays and the prepared splits on the device are cached per process, so a sweep run in one
+process loads, normalizes and copies each dataset to the device once.
 """
 
 from __future__ import annotations
@@ -127,10 +128,24 @@ def kfold_split(
 
 
 def make_splits(data: Mapping[str, Any], device: torch.device | str = "cpu") -> Splits:
-    """The `data` config's train/val/test splits as normalized tensors on `device`.
+    """The `data` config's train/val/test splits as normalized tensors on `device`, made once
+    per process for each config and device (the last `SPLITS_CACHE_SIZE`). Callers must not
+    modify them.
 
     Features are standardized with the mean and std of the training part's pixels.
     """
+    return _cached_splits(tuple(sorted(data.items())), str(torch.device(device)))
+
+
+SPLITS_CACHE_SIZE = 2
+
+
+@functools.lru_cache(maxsize=SPLITS_CACHE_SIZE)
+def _cached_splits(data_items: tuple[tuple[str, Any], ...], device: str) -> Splits:
+    return _make_splits(dict(data_items), torch.device(device))
+
+
+def _make_splits(data: Mapping[str, Any], device: torch.device) -> Splits:
     images, labels, test_images, test_labels = load_arrays(
         data["name"], data.get("root"), bool(data.get("download", False))
     )

@@ -74,7 +74,10 @@ def diagnostic_columns(model: nn.Module, activation: str | None) -> list[str]:
 
 
 class GradientMonitor:
-    """Per-step gradient norms, summed on the device; `epoch_values` gives the epoch's means."""
+    """Per-step gradient norms, summed on the device; `epoch_values` gives the epoch's means.
+
+    Everything `step` does is a device operation writing into tensors made here, so it can be
+    captured in a CUDA graph and replayed: that is why the caller counts the steps."""
 
     def __init__(self, model: nn.Module, grad_clip: float | None = None) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -85,7 +88,6 @@ class GradientMonitor:
             [next(i for i, p in enumerate(self.params) if p is w) for w in weights], device=device
         )
         self.sums = torch.zeros(len(weights) + 2, device=device)
-        self.steps = 0
 
     def step(self) -> torch.Tensor:
         """Record this step's gradients (call after backward); returns the global norm."""
@@ -93,7 +95,6 @@ class GradientMonitor:
         total = torch.linalg.vector_norm(norms)
         clipped = total > self.grad_clip if self.grad_clip is not None else torch.zeros_like(total)
         self.sums += torch.cat([norms[self.weight_index], total[None], clipped[None].float()])
-        self.steps += 1
         return total
 
     def clip(self, total: torch.Tensor) -> None:
@@ -101,11 +102,11 @@ class GradientMonitor:
         if self.grad_clip is not None:
             nn.utils.clip_grads_with_norm_(self.params, self.grad_clip, total)
 
-    def epoch_values(self) -> torch.Tensor:
-        """Mean per-layer weight-gradient norms, mean global norm, clip fraction; then reset."""
-        values = self.sums / max(self.steps, 1)
-        self.sums = torch.zeros_like(self.sums)
-        self.steps = 0
+    def epoch_values(self, steps: int) -> torch.Tensor:
+        """Mean per-layer weight-gradient norms, mean global norm and clip fraction over the
+        `steps` steps recorded since the last call; then the sums restart from zero."""
+        values = self.sums / max(steps, 1)
+        self.sums.zero_()
         return values
 
 

@@ -36,6 +36,7 @@ from fitscope.records import (
     save_checkpoint,
     write_json_atomic,
 )
+from fitscope.steps import set_tf32
 from fitscope.training import early_stopping_epoch, evaluate, fit, metric_columns
 
 ENTRY_POINT = "python src/run.py"
@@ -178,6 +179,9 @@ def _train(
     if trainer["deterministic"] and device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(trainer["deterministic"])
+    set_tf32(device, trainer["tf32"])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
     splits = make_splits(cfg["data"], device)
     torch.manual_seed(trainer["seed"])
@@ -220,8 +224,8 @@ def _train(
             model, splits, cfg["optimizer"], trainer, on_epoch, on_steps if loggers else None
         )
 
-    eval_batch = trainer["eval_batch_size"]
-    test_last = evaluate(model, splits.x_test, splits.y_test, eval_batch).tolist()
+    eval_batch, precision = trainer["eval_batch_size"], trainer["precision"]
+    test_last = evaluate(model, splits.x_test, splits.y_test, eval_batch, precision).tolist()
     val_losses = [row["val_loss"] for row in result.rows]
     stopping = trainer["early_stopping"]
     summary.update(
@@ -236,6 +240,9 @@ def _train(
         last=_metrics(result.rows[-1]),
         test_last=_test_metrics(test_last),
         samples_per_s=result.samples_per_s,
+        compile=result.compile,
+        setup_s=result.setup_seconds,
+        train_s=sum(result.train_seconds),
     )
     if result.status == "diverged":
         last = result.rows[-1]
@@ -246,7 +253,7 @@ def _train(
         )
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
-        test_best = evaluate(model, splits.x_test, splits.y_test, eval_batch).tolist()
+        test_best = evaluate(model, splits.x_test, splits.y_test, eval_batch, precision).tolist()
         save_checkpoint(out_dir / CHECKPOINT_FILE, result.best_state, model_args, result.best_epoch)
         if loggers:
             count = (cfg.get("logger") or {}).get("visdom", {}).get("images", 32)
@@ -255,6 +262,11 @@ def _train(
                 logger.predictions(*grid)
         summary.update(
             best=_metrics(result.rows[result.best_epoch - 1]), test_best=_test_metrics(test_best)
+        )
+    if device.type == "cuda":
+        summary.update(
+            gpu_memory_peak_mib=torch.cuda.max_memory_allocated(device) / 2**20,
+            gpu_memory_end_mib=torch.cuda.memory_allocated(device) / 2**20,
         )
 
 

@@ -1,16 +1,17 @@
 """The train stage: the epoch loop over tensors already on the device.
 
 Each epoch trains on every batch of a seeded on-device permutation (the last batch may be
-smaller), then evaluates per-sample-mean loss and accuracy on the training and validation parts
-with the epoch's final weights (eval mode, so dropout is off). Nothing is read back to the host
-inside the batch loop: the four epoch metrics come back in one transfer per epoch.
+smaller; how a step runs, eager or as a CUDA graph, is `fitscope.steps`), then evaluates
+per-sample-mean loss and accuracy on the training and validation parts with the epoch's final
+weights (eval mode, so dropout is off). Nothing is read back to the host inside the batch loop:
+the epoch's metrics come back in one transfer per epoch.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,34 +22,13 @@ from torch import nn
 from fitscope.data import Splits
 from fitscope.diagnostics import (
     DIAGNOSTIC_BATCH,
-    GradientMonitor,
     activation_of,
     activation_statistics,
     diagnostic_columns,
 )
+from fitscope.steps import autocast, make_step
 
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-
-
-def make_optimizer(
-    params: Iterable[torch.nn.Parameter], optimizer: Mapping[str, Any]
-) -> torch.optim.Optimizer:
-    """The torch optimizer an `optimizer` config describes."""
-    name = optimizer["name"]
-    common = {"lr": optimizer["lr"], "weight_decay": optimizer.get("weight_decay", 0.0)}
-    if name == "sgd":
-        return torch.optim.SGD(params, **common)
-    if name == "momentum":
-        return torch.optim.SGD(
-            params, momentum=optimizer["momentum"], nesterov=optimizer["nesterov"], **common
-        )
-    adam_args = {"betas": tuple(optimizer["betas"]), "eps": optimizer["eps"], **common}
-    if name == "adam":
-        return torch.optim.Adam(params, **adam_args)
-    if name == "adamw":
-        return torch.optim.AdamW(params, **adam_args)
-    raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
 
 
 class EarlyStopping:
@@ -90,45 +70,18 @@ def best_epoch(val_losses: Sequence[float]) -> int | None:
     return min(finite)[1] if finite else None
 
 
-def train_one_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int,
-    generator: torch.Generator,
-    grad_clip: float | None = None,
-    monitor: GradientMonitor | None = None,
-    step_losses: torch.Tensor | None = None,
-) -> None:
-    """One pass over (x, y) in batches of a seeded on-device permutation; no host sync.
-
-    With a `monitor`, every step's gradient norms are recorded (and clipping reuses them); with
-    `step_losses` (one slot per step, on the device), every step's training loss."""
-    model.train()
-    order = torch.randperm(len(x), device=x.device, generator=generator)
-    for step, start in enumerate(range(0, len(x), batch_size)):
-        batch = order[start : start + batch_size]
-        loss = F.cross_entropy(model(x[batch]), y[batch])
-        if step_losses is not None:
-            step_losses[step] = loss.detach()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if monitor is not None:
-            monitor.clip(monitor.step())
-        elif grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-
-
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """A device tensor [mean cross-entropy per sample, accuracy] of `model` on (x, y)."""
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, precision: str = "fp32"
+) -> torch.Tensor:
+    """A device tensor [mean cross-entropy per sample, accuracy] of `model` on (x, y); forward
+    passes under bfloat16 autocast for `precision=bf16`, the loss in float32."""
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device)
     for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
+        with autocast(precision, x.device):
+            logits = model(x[start : start + batch_size]).float()
         target = y[start : start + batch_size]
         loss_sum += F.cross_entropy(logits, target, reduction="sum")
         correct += (logits.argmax(dim=1) == target).sum()
@@ -156,6 +109,38 @@ class FitResult:
     best_state: dict[str, torch.Tensor] | None = None
     stopped_early: bool = False
     samples_per_s: float = 0.0
+    compile: str = "none"  # how the steps ran: none, graph or torch_compile
+    setup_seconds: float = 0.0  # building the step: warm-up and graph capture included
+    train_seconds: list[float] = field(default_factory=list)  # per epoch, training alone
+
+
+class _TrainTimer:
+    """Times each epoch's training phase without a host sync: CUDA events on CUDA, read after
+    the epoch's one sync; the wall clock elsewhere (the CPU runs synchronously)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.device = device
+
+    def start(self) -> None:
+        if self.cuda:
+            self.begin = torch.cuda.Event(enable_timing=True)
+            self.end = torch.cuda.Event(enable_timing=True)
+            self.begin.record()
+        else:
+            self.begin_s = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.cuda:
+            self.end.record()
+        else:
+            if self.device.type == "mps":
+                torch.mps.synchronize()
+            self.seconds_ = time.perf_counter() - self.begin_s
+
+    def seconds(self) -> float:
+        """The training phase's seconds (call after the epoch's sync)."""
+        return self.begin.elapsed_time(self.end) / 1000 if self.cuda else self.seconds_
 
 
 def fit(
@@ -169,56 +154,55 @@ def fit(
     """Train `model` for `trainer_cfg["epochs"]` epochs (fewer if early stopping is enabled or
     the run diverges: see `diverged`), keeping the weights of the epoch with the lowest validation
     loss. `on_epoch` gets each epoch's row (`metric_columns`) as soon as it exists; `on_steps`,
-    if given, the epoch number and the training loss of each of its steps."""
-    optimizer = make_optimizer(model.parameters(), optimizer_cfg)
+    if given, the epoch number and the training loss of each of its steps. When it returns,
+    `model` holds the last epoch's weights."""
     device = splits.x_train.device
+    setup_start = time.perf_counter()
+    step = make_step(model, optimizer_cfg, trainer_cfg, splits.x_train, splits.y_train)
+    trained = step.model  # a graph step trains a twin of `model`
     generator = torch.Generator(device=device).manual_seed(trainer_cfg["seed"])
     stopping = trainer_cfg["early_stopping"]
     stopper = EarlyStopping(stopping["patience"], stopping["min_delta"])
     eval_batch = trainer_cfg["eval_batch_size"]
-    result = FitResult(status="completed")
+    precision = trainer_cfg.get("precision", "fp32")
+    result = FitResult(status="completed", compile=step.mode)
     columns = metric_columns(model, trainer_cfg)
-    monitor = None
-    if trainer_cfg.get("diagnostics", False):
-        monitor = GradientMonitor(model, optimizer_cfg.get("grad_clip"))
+    if step.monitor is not None:
         probe = splits.x_val[:DIAGNOSTIC_BATCH]
         activation = activation_of(model)
     best_loss = math.inf
     loop_seconds = 0.0
-    steps = math.ceil(len(splits.x_train) / trainer_cfg["batch_size"])
-    step_losses = torch.zeros(steps, device=device) if on_steps is not None else None
+    timer = _TrainTimer(device)
+    result.setup_seconds = time.perf_counter() - setup_start
 
     for epoch in range(1, trainer_cfg["epochs"] + 1):
         start = time.perf_counter()
-        train_one_epoch(
-            model,
-            optimizer,
-            splits.x_train,
-            splits.y_train,
-            trainer_cfg["batch_size"],
-            generator,
-            optimizer_cfg.get("grad_clip"),
-            monitor,
-            step_losses,
-        )
+        timer.start()
+        permutation = torch.randperm(len(splits.x_train), device=device, generator=generator)
+        losses = step.run_epoch(permutation)
+        timer.stop()
         parts = [
-            evaluate(model, splits.x_train, splits.y_train, eval_batch),
-            evaluate(model, splits.x_val, splits.y_val, eval_batch),
+            evaluate(trained, splits.x_train, splits.y_train, eval_batch, precision),
+            evaluate(trained, splits.x_val, splits.y_val, eval_batch, precision),
         ]
-        if monitor is not None:
-            parts += [monitor.epoch_values(), activation_statistics(model, probe, activation)]
-        if step_losses is not None:
-            parts.append(step_losses)
+        if step.monitor is not None:
+            parts += [
+                step.monitor.epoch_values(step.steps),
+                activation_statistics(trained, probe, activation),
+            ]
+        if on_steps is not None:
+            parts.append(losses)
         metrics = torch.cat(parts).tolist()  # the epoch's one host sync
-        if step_losses is not None:
-            metrics, losses = metrics[:-steps], metrics[-steps:]
+        if on_steps is not None:
+            metrics, step_losses = metrics[: -step.steps], metrics[-step.steps :]
         seconds = time.perf_counter() - start
         loop_seconds += seconds
-        values = [epoch, *metrics[:4], optimizer.param_groups[0]["lr"], seconds, *metrics[4:]]
+        result.train_seconds.append(timer.seconds())
+        values = [epoch, *metrics[:4], optimizer_cfg["lr"], seconds, *metrics[4:]]
         row = dict(zip(columns, values, strict=True))
         result.rows.append(row)
         if on_steps is not None:
-            on_steps(epoch, losses)
+            on_steps(epoch, step_losses)
         if on_epoch is not None:
             on_epoch(row)
         if diverged(row, trainer_cfg.get("divergence_loss")):
@@ -227,10 +211,12 @@ def fit(
         if row["val_loss"] < best_loss:
             best_loss = row["val_loss"]
             result.best_epoch = epoch
-            result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            result.best_state = {k: v.detach().clone() for k, v in trained.state_dict().items()}
         if stopping["enabled"] and stopper.step(row["val_loss"]):
             result.stopped_early = True
             break
 
+    if trained is not model:
+        model.load_state_dict(trained.state_dict())
     result.samples_per_s = len(splits.x_train) * len(result.rows) / max(loop_seconds, 1e-9)
     return result

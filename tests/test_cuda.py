@@ -1,0 +1,74 @@
+"""The CUDA fast path on a real GPU: captured graphs train like eager steps, auto picks them,
+memory does not grow from run to run. Skipped where there is no CUDA device (CI has none:
+run `python -m pytest tests/test_cuda.py` on a GPU machine)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import compose_cfg
+from fitscope.runner import run
+from fitscope.steps import GRAPH_CACHE, GRAPH_CACHE_SIZE
+from test_steps import OPTIMIZERS, assert_same_training, train
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def splits():
+    from fitscope.data import make_splits
+
+    return make_splits(
+        {"name": "digits", "val_fraction": 0.2, "test_fraction": 0.2}, torch.device("cuda")
+    )
+
+
+@pytest.fixture(autouse=True)
+def exact_float32():
+    """TF32 off, so eager and graph steps are compared at float32 precision."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = before
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_captured_graph_trains_like_the_eager_step(splits, name):
+    GRAPH_CACHE.clear()
+    eager = train(splits, OPTIMIZERS[name], compile="none")
+    graph = train(splits, OPTIMIZERS[name], compile="graph")
+    step = next(iter(GRAPH_CACHE.values()))
+    assert step.graph is not None  # captured, not the uncaptured fallback
+    assert graph[3].compile == "graph"
+    assert_same_training(eager, graph, rel=1e-4)
+
+
+def test_a_cached_graph_replays_for_another_seed_and_lr(splits):
+    GRAPH_CACHE.clear()
+    train(splits, OPTIMIZERS["adam"], compile="graph", seed=1)
+    other = {**OPTIMIZERS["adam"], "lr": 3e-3}
+    reused = train(splits, other, compile="graph", seed=2)
+    assert len(GRAPH_CACHE) == 1
+    assert_same_training(train(splits, other, compile="none", seed=2), reused, rel=1e-4)
+
+
+def test_bf16_graph_trains(splits):
+    fp32 = train(splits, OPTIMIZERS["adam"], compile="none", epochs=5)
+    bf16 = train(splits, OPTIMIZERS["adam"], compile="graph", epochs=5, precision="bf16")
+    assert bf16[0][-1]["val_loss"] == pytest.approx(fp32[0][-1]["val_loss"], rel=0.05)
+
+
+def test_auto_captures_and_memory_does_not_grow_from_run_to_run(tmp_path):
+    GRAPH_CACHE.clear()
+    ends = []
+    for i, width in enumerate([16, 32, 48, 64, 80, 96, 16, 32]):
+        cfg = compose_cfg(
+            "data=digits", "trainer.epochs=2", "trainer.console=quiet", f"model.width={width}"
+        )
+        summary = run(cfg, tmp_path / str(i))
+        assert summary["compile"] == "graph"
+        ends.append(summary["gpu_memory_end_mib"])
+    assert len(GRAPH_CACHE) == GRAPH_CACHE_SIZE
+    # once the cache is full, what stays allocated after a run no longer grows
+    assert max(ends[GRAPH_CACHE_SIZE:]) <= max(ends[:GRAPH_CACHE_SIZE]) + 1.0
