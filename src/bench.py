@@ -1,7 +1,8 @@
 """How fast is fitscope? Runs, in one process on one device, the classic tutorial loop and
 fitscope's trainer on the same model and data, then a whole sweep end to end.
 
-    python src/bench.py [--device auto|cpu|cuda] [--epochs 3] [--sweep-epochs 10] [--quick]
+    python src/bench.py [--device auto|cpu|cuda] [--epochs 3] [--sweep-epochs 10]
+                        [--compile none,graph,torch_compile] [--precision bf16] [--quick]
 
 The data are generated MNIST-shaped images (60,000 x 28 x 28 and a 10,000 test set; the
 machines this runs on cannot download MNIST) written as MNIST files and read through the real
@@ -10,10 +11,11 @@ torchvision MNIST loader by both loops. Figures and ratios are printed, nothing 
 1. tutorial loop: torchvision MNIST with ToTensor() + Normalize, DataLoader(batch_size=200,
    shuffle=True), `.to(device)` per batch, the 784-200-200-10 MLP, SGD lr 0.01;
 2. fitscope: the same model and optimizer through `fitscope.training.fit` on tensors already on
-   the device, each step mode the device has (`trainer.compile`: none and torch_compile
-   everywhere, graph on CUDA; bf16 too with --precision). One epoch = training on 54,000
-   samples, then evaluating the train and validation parts; both the whole epoch and its
-   training phase alone (what the tutorial loop does) are compared with the tutorial loop;
+   the device, with diagnostics off and on, for each step mode asked (`--compile`; default:
+   none, and graph on CUDA; `--precision bf16` adds a bf16 run of the last mode). One epoch =
+   training on 54,000 samples, then evaluating the train and validation parts; both the whole
+   epoch and its training phase alone (what the tutorial loop does) are compared with the
+   tutorial loop;
 3. the sweep `-m activation=relu,leaky,selu model.depth=1,2,3 model.width=100,200,400` (27 runs)
    through `src/run.py` in one process, report included, beside the tutorial loop's projected
    time for it, with where the time went and (on CUDA) each run's GPU memory.
@@ -147,9 +149,10 @@ def sweep_seconds(root: Path, device: str, epochs: int, sweep: list[str], cwd: P
     return time.perf_counter() - start
 
 
-def step_modes(device: torch.device, precision: str) -> list[tuple[str, str]]:
+def step_modes(device: torch.device, compile: str | None, precision: str) -> list[tuple[str, str]]:
     """The (compile, precision) pairs measured on this device."""
-    modes = [("none", "fp32"), ("graph", "fp32")] if device.type == "cuda" else [("none", "fp32")]
+    default = "none,graph" if device.type == "cuda" else "none"
+    modes = [(mode, "fp32") for mode in (compile or default).split(",")]
     if precision == "bf16":
         modes.append((modes[-1][0], "bf16"))
     return modes
@@ -183,7 +186,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--epochs", type=int, default=3, help="epochs timed for each loop")
-    parser.add_argument("--sweep-epochs", type=int, default=10, help="epochs of each sweep run")
+    parser.add_argument(
+        "--sweep-epochs", type=int, default=10, help="epochs of each sweep run; 0: no sweep"
+    )
+    parser.add_argument(
+        "--compile",
+        help="step modes timed, comma-separated (none, graph, torch_compile); "
+        "default: none, plus graph on CUDA",
+    )
     parser.add_argument(
         "--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: also time bf16"
     )
@@ -194,6 +204,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     device = resolve_device(args.device)
+    if "graph" in (args.compile or "").split(",") and device.type != "cuda":
+        parser.error(f"--compile graph needs a CUDA device; this one is {device.type}")
     set_tf32(device, True)  # trainer.tf32's default, for every loop here
     n_train, n_test = (6_000, 1_000) if args.quick else (60_000, 10_000)
     epochs = 1 if args.quick else args.epochs
@@ -215,7 +227,7 @@ def main() -> None:
             f"tutorial loop (DataLoader): {tutorial_ms:,.0f} ms/epoch, "
             f"{tutorial_rate:,.0f} samples/s"
         )
-        for compile, precision in step_modes(device, args.precision):
+        for compile, precision in step_modes(device, args.compile, args.precision):
             for diagnostics in (False, True):
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
@@ -239,6 +251,8 @@ def main() -> None:
                     f"which training {1000 * train:,.1f} ms ({n_fit / train / tutorial_rate:,.1f}x"
                     f"); step setup {1000 * result.setup_seconds:,.0f} ms{memory}"
                 )
+        if sweep_epochs == 0:
+            return
         seconds = sweep_seconds(root, args.device, sweep_epochs, sweep, Path(tmp))
         projected = runs * sweep_epochs * min(tutorial)
         print(

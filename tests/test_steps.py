@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import compose_cfg, read_summary
+from fitscope import steps
 from fitscope.config import ConfigError, validate
 from fitscope.data import make_splits
 from fitscope.models import build_mlp
@@ -169,6 +170,21 @@ def test_torch_compile_trains_like_the_eager_step(splits):
     compiled = train(splits, OPTIMIZERS["sgd"], compile="torch_compile", epochs=2)
     assert compiled[3].compile == "torch_compile"
     assert_same_training(eager, compiled, rel=1e-4)
+
+
+def test_a_failed_capture_falls_back_to_eager_steps_only_with_auto(splits, monkeypatch, caplog):
+    def capture_fails(*args, **kwargs):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(steps, "resolve_compile", lambda mode, device: "graph")
+    monkeypatch.setattr(steps, "graph_step", capture_fails)
+    model = build_mlp(64, 10, depth=1, width=8, activation={"name": "relu"})
+    args = (model, OPTIMIZERS["sgd"])
+    step = steps.make_step(*args, {**TRAINER, "compile": "auto"}, splits.x_train, splits.y_train)
+    assert step.mode == "none" and step.model is model
+    assert "CUDA graph capture failed (CUDA error: operation not permitted" in caplog.text
+    with pytest.raises(RuntimeError, match="not permitted"):
+        steps.make_step(*args, {**TRAINER, "compile": "graph"}, splits.x_train, splits.y_train)
 
 
 def test_auto_is_graph_on_cuda_and_eager_elsewhere():

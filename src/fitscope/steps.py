@@ -292,12 +292,18 @@ def _graph_key(
     capture: bool,
 ) -> Hashable:
     """What a captured graph depends on: every module (its repr holds its settings) and
-    parameter shape, every optimizer setting but the lr, the step's settings, the data tensors."""
+    parameter shape, every optimizer setting but the lr, the step's settings, the math modes
+    read when kernels are launched (TF32, deterministic algorithms), the data tensors."""
     layers = tuple((repr(m), tuple(p.shape for p in m.parameters())) for m in model.children())
     optimizer = tuple(sorted((k, str(v)) for k, v in optimizer_cfg.items() if k != "lr"))
     step = tuple(str(trainer_cfg.get(k)) for k in ("batch_size", "precision", "diagnostics"))
+    math_modes = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.are_deterministic_algorithms_enabled(),
+    )
     data = (x.data_ptr(), tuple(x.shape), y.data_ptr(), str(x.device))
-    return layers, optimizer, step, data, capture
+    return layers, optimizer, step, math_modes, data, capture
 
 
 def graph_step(
