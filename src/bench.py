@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from fitscope.config import resolve_device
 from fitscope.data import make_splits
 from fitscope.models import build_mlp
-from fitscope.steps import set_tf32
+from fitscope.steps import COMPILE_MODES, set_tf32
 from fitscope.training import FitResult, fit
 
 RUN_PY = Path(__file__).resolve().parent / "run.py"
@@ -204,8 +204,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     device = resolve_device(args.device)
-    if "graph" in (args.compile or "").split(",") and device.type != "cuda":
-        parser.error(f"--compile graph needs a CUDA device; this one is {device.type}")
+    for mode in args.compile.split(",") if args.compile else []:
+        if mode not in COMPILE_MODES:
+            parser.error(f"--compile {mode}: expected one of {', '.join(COMPILE_MODES)}")
+        if mode == "graph" and device.type != "cuda":
+            parser.error(f"--compile graph needs a CUDA device; this one is {device.type}")
     set_tf32(device, True)  # trainer.tf32's default, for every loop here
     n_train, n_test = (6_000, 1_000) if args.quick else (60_000, 10_000)
     epochs = 1 if args.quick else args.epochs
