@@ -242,7 +242,9 @@ class GraphStep(_Step):
             self.index.zero_()
             self.optimizer.zero_grad(set_to_none=True)  # backward allocates grads in the pool
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # captured on the warm-up's stream: handles and workspaces made lazily per stream
+            # (cuBLAS, cuBLASLt) already exist, none is created mid-capture
+            with torch.cuda.graph(graph, stream=side):
                 self._step()
             self.graph = graph
         self.load(initial, float(self.lr))
