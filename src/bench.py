@@ -10,8 +10,9 @@ torchvision MNIST loader by both loops. Figures and ratios are printed, nothing 
 
 1. tutorial loop: torchvision MNIST with ToTensor() + Normalize, DataLoader(batch_size=200,
    shuffle=True), `.to(device)` per batch, the 784-200-200-10 MLP, SGD lr 0.01;
-2. fitscope: the same model and optimizer through `fitscope.training.fit` on tensors already on
-   the device, with diagnostics off and on, for each step mode asked (`--compile`; default:
+2. fitscope: the same model and optimizer through `fitscope.train.loop.fit` on tensors already
+   on the device, configured as `src/run.py` would be (the same config groups, composed and
+   validated), with diagnostics off and on, for each step mode asked (`--compile`; default:
    none, and graph on CUDA; `--precision bf16` adds a bf16 run of the last mode). One epoch =
    training on 54,000 samples, then evaluating the train and validation parts; both the whole
    epoch and its training phase alone (what the tutorial loop does) are compared with the
@@ -25,45 +26,63 @@ from __future__ import annotations
 
 import argparse
 import json
-import struct
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
 
-from fitscope.config import resolve_device
-from fitscope.data import make_splits
-from fitscope.models import build_mlp
-from fitscope.steps import COMPILE_MODES, set_tf32
-from fitscope.training import FitResult, fit
+from fitscope import FitscopeError
+from fitscope.train.data import make_splits, write_idx_dataset
+from fitscope.train.loop import FitResult, fit
+from fitscope.train.models import build_mlp
+from fitscope.train.settings import TrainerSettings, validate
+from fitscope.train.steps import set_math_modes
 
 RUN_PY = Path(__file__).resolve().parent / "run.py"
-TUTORIAL_MODEL = {"depth": 2, "width": 200, "activation": {"name": "relu"}, "init": "default"}
+CONF = Path(__file__).resolve().parents[1] / "conf"
+# The tutorial's setup as config overrides: 784-200-200-10 ReLU MLP, PyTorch's init, SGD lr 0.01,
+# batch 200, on MNIST files (10% of the training part validates).
+TUTORIAL = [
+    "data=mnist",
+    "data.download=false",
+    "data.val_fraction=0.1",
+    "activation=relu",
+    "model.depth=2",
+    "model.width=200",
+    "model.init=default",
+    "optimizer=sgd",
+    "optimizer.lr=0.01",
+    "trainer.batch_size=200",
+    "trainer.divergence_loss=null",
+]
 SWEEP = ["activation=relu,leaky,selu", "model.depth=1,2,3", "model.width=100,200,400"]
 
 
-def write_mnist_files(root: Path, n_train: int, n_test: int) -> Path:
-    """Generated 28x28 digits-like images (a bright bar per class on noise) as MNIST files."""
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        images = rng.integers(0, 80, size=(n, 28, 28), dtype=np.uint8)
-        rows = 2 * labels[:, None] + np.arange(3)[None, :] + 4
-        images[np.arange(n)[:, None], rows, :] = 255
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-            struct.pack(">IIII", 0x0803, n, 28, 28) + images.tobytes()
-        )
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
-            struct.pack(">II", 0x0801, n) + labels.tobytes()
-        )
-    return root
+def tutorial_config(
+    root: Path, device: str, *overrides: str
+) -> tuple[dict[str, Any], TrainerSettings]:
+    """The tutorial's config as `src/run.py` would compose it, validated (`ConfigError` for a
+    value it refuses): the plain config and its trainer settings."""
+    overrides = (*TUTORIAL, f"data.root={root}", f"trainer.device={device}", *overrides)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return validate(compose("config", list(overrides)))
+
+
+def build_model(config: Mapping[str, Any], n_features: int, n_classes: int) -> torch.nn.Module:
+    """The config's MLP (seeded with `trainer.seed`), as a run builds it."""
+    torch.manual_seed(config["trainer"]["seed"])
+    model = config["model"]
+    keys = ("depth", "width", "dropout", "init", "final_activation")
+    args = {key: model[key] for key in keys}
+    return build_mlp(n_features, n_classes, activation=config["activation"], **args)
 
 
 def sync(device: torch.device) -> None:
@@ -71,7 +90,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def tutorial_epoch_seconds(root: Path, device: torch.device, epochs: int) -> list[float]:
+def tutorial_epoch_seconds(
+    root: Path, config: Mapping[str, Any], device: torch.device, epochs: int
+) -> list[float]:
     """The classic loop, as the tutorial writes it: per-sample transforms in a DataLoader."""
     from torchvision import datasets, transforms
 
@@ -84,8 +105,7 @@ def tutorial_epoch_seconds(root: Path, device: torch.device, epochs: int) -> lis
         ),
     )
     loader = torch.utils.data.DataLoader(dataset, batch_size=200, shuffle=True)
-    torch.manual_seed(0)
-    model = build_mlp(784, 10, **TUTORIAL_MODEL).to(device)
+    model = build_model(config, 784, 10).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     times = []
     for _ in range(epochs):
@@ -101,33 +121,11 @@ def tutorial_epoch_seconds(root: Path, device: torch.device, epochs: int) -> lis
     return times
 
 
-def fitscope_fit(
-    root: Path, device: torch.device, epochs: int, diagnostics: bool, compile: str, precision: str
-) -> tuple[FitResult, int]:
+def fitscope_fit(config: Mapping[str, Any], settings: TrainerSettings) -> tuple[FitResult, int]:
     """fitscope's trainer on the tutorial's model and optimizer; (result, training samples)."""
-    data = {
-        "name": "mnist",
-        "root": str(root),
-        "download": False,
-        "val_fraction": 0.1,
-        "split_seed": 0,
-    }
-    splits = make_splits(data, device)
-    torch.manual_seed(0)
-    model = build_mlp(splits.n_features, splits.n_classes, **TUTORIAL_MODEL).to(device)
-    trainer = {
-        "epochs": epochs,
-        "batch_size": 200,
-        "eval_batch_size": 10000,
-        "seed": 0,
-        "diagnostics": diagnostics,
-        "compile": compile,
-        "precision": precision,
-        "divergence_loss": None,
-        "early_stopping": {"enabled": False, "patience": 1, "min_delta": 0.0},
-    }
-    optimizer = {"name": "sgd", "lr": 0.01, "weight_decay": 0.0, "grad_clip": None}
-    return fit(model, splits, optimizer, trainer), len(splits.x_train)
+    splits = make_splits(config["data"], settings.device)
+    model = build_model(config, splits.n_features, splits.n_classes).to(settings.device)
+    return fit(model, splits, config["optimizer"], settings), len(splits.x_train)
 
 
 def sweep_seconds(root: Path, device: str, epochs: int, sweep: list[str], cwd: Path) -> float:
@@ -149,13 +147,47 @@ def sweep_seconds(root: Path, device: str, epochs: int, sweep: list[str], cwd: P
     return time.perf_counter() - start
 
 
-def step_modes(device: torch.device, compile: str | None, precision: str) -> list[tuple[str, str]]:
-    """The (compile, precision) pairs measured on this device."""
+def step_configs(
+    args: argparse.Namespace, root: Path, device: torch.device, epochs: int
+) -> list[tuple[dict[str, Any], TrainerSettings]]:
+    """The validated configs timed on this device: each step mode asked (default none, and
+    graph on CUDA), bf16 for the last one if asked, each with diagnostics off and on."""
     default = "none,graph" if device.type == "cuda" else "none"
-    modes = [(mode, "fp32") for mode in (compile or default).split(",")]
-    if precision == "bf16":
+    modes = [(mode, "fp32") for mode in (args.compile or default).split(",")]
+    if args.precision == "bf16":
         modes.append((modes[-1][0], "bf16"))
-    return modes
+    return [
+        tutorial_config(
+            root,
+            args.device,
+            f"trainer.compile={compile}",
+            f"trainer.precision={precision}",
+            f"trainer.diagnostics={str(diagnostics).lower()}",
+            f"trainer.epochs={epochs + 1}",  # the first epoch pays warm-up (and compilation)
+        )
+        for compile, precision in modes
+        for diagnostics in (False, True)
+    ]
+
+
+def print_fit_line(result: FitResult, settings: TrainerSettings, n_fit: int, rate: float) -> None:
+    """One step mode's epoch and training-phase times, against the tutorial loop's rate."""
+    device = settings.device
+    # the first epoch pays warm-up (and compilation): the fastest of the others counts
+    epoch = min([row["seconds"] for row in result.rows][1:] or [1e9])
+    train = min(result.train_seconds[1:] or [1e9])
+    memory = (
+        f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB"
+        if device.type == "cuda"
+        else ""
+    )
+    print(
+        f"fitscope, compile={result.compile} {settings.precision} diagnostics "
+        f"{'on ' if settings.diagnostics else 'off'}: epoch {1000 * epoch:,.1f} ms "
+        f"({n_fit / epoch / rate:,.1f}x the tutorial's samples/s), of which training "
+        f"{1000 * train:,.1f} ms ({n_fit / train / rate:,.1f}x); step setup "
+        f"{1000 * result.setup_seconds:,.0f} ms{memory}"
+    )
 
 
 def print_sweep_breakdown(sweep_dir: Path, seconds: float) -> None:
@@ -182,7 +214,7 @@ def print_sweep_breakdown(sweep_dir: Path, seconds: float) -> None:
         )
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--epochs", type=int, default=3, help="epochs timed for each loop")
@@ -202,58 +234,42 @@ def main() -> None:
         action="store_true",
         help="6,000 samples, 1 epoch, a 2-run sweep: seconds, for CI",
     )
-    args = parser.parse_args()
-    device = resolve_device(args.device)
-    for mode in args.compile.split(",") if args.compile else []:
-        if mode not in COMPILE_MODES:
-            parser.error(f"--compile {mode}: expected one of {', '.join(COMPILE_MODES)}")
-        if mode == "graph" and device.type != "cuda":
-            parser.error(f"--compile graph needs a CUDA device; this one is {device.type}")
-    set_tf32(device, True)  # trainer.tf32's default, for every loop here
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     n_train, n_test = (6_000, 1_000) if args.quick else (60_000, 10_000)
     epochs = 1 if args.quick else args.epochs
     sweep_epochs = 1 if args.quick else args.sweep_epochs
     sweep = ["activation=relu,selu"] if args.quick else SWEEP
     runs = int(np.prod([len(s.split("=")[1].split(",")) for s in sweep]))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    print(
-        f"device: {name}; torch {torch.__version__}; {n_train:,} x 28 x 28 generated images, "
-        f"MLP 784-200-200-10, SGD lr 0.01, batch 200"
-    )
-
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_mnist_files(Path(tmp) / "data", n_train, n_test)
-        tutorial = tutorial_epoch_seconds(root, device, epochs)
-        tutorial_ms = 1000 * min(tutorial)
-        tutorial_rate = n_train / min(tutorial)
+        root = Path(tmp) / "data"
+        try:  # every config is checked by the run's own rules before any work
+            config, settings = tutorial_config(root, args.device)
+            timed = step_configs(args, root, settings.device, epochs)
+        except FitscopeError as error:
+            sys.exit(f"bench.py: {error}")
+        device = settings.device
+        set_math_modes(settings)  # trainer.tf32's default (true), for every loop here
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
         print(
-            f"tutorial loop (DataLoader): {tutorial_ms:,.0f} ms/epoch, "
-            f"{tutorial_rate:,.0f} samples/s"
+            f"device: {name}; torch {torch.__version__}; {n_train:,} x 28 x 28 generated images, "
+            f"MLP 784-200-200-10, SGD lr 0.01, batch 200"
         )
-        for compile, precision in step_modes(device, args.compile, args.precision):
-            for diagnostics in (False, True):
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                result, n_fit = fitscope_fit(
-                    root, device, epochs + 1, diagnostics, compile, precision
-                )
-                # the first epoch pays warm-up (and compilation)
-                epoch = min([row["seconds"] for row in result.rows][1:] or [1e9])
-                train = min(result.train_seconds[1:] or [1e9])
-                if epochs == 1:  # --quick: one timed epoch
-                    epoch, train = result.rows[0]["seconds"], result.train_seconds[0]
-                memory = (
-                    f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB"
-                    if device.type == "cuda"
-                    else ""
-                )
-                print(
-                    f"fitscope, compile={result.compile} {precision} diagnostics "
-                    f"{'on ' if diagnostics else 'off'}: epoch {1000 * epoch:,.1f} ms "
-                    f"({n_fit / epoch / tutorial_rate:,.1f}x the tutorial's samples/s), of "
-                    f"which training {1000 * train:,.1f} ms ({n_fit / train / tutorial_rate:,.1f}x"
-                    f"); step setup {1000 * result.setup_seconds:,.0f} ms{memory}"
-                )
+        write_idx_dataset(root, "MNIST", n_train, n_test)
+        tutorial = tutorial_epoch_seconds(root, config, device, epochs)
+        rate = n_train / min(tutorial)
+        print(
+            f"tutorial loop (DataLoader): {1000 * min(tutorial):,.0f} ms/epoch, "
+            f"{rate:,.0f} samples/s"
+        )
+        for run_config, run_settings in timed:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            result, n_fit = fitscope_fit(run_config, run_settings)
+            print_fit_line(result, run_settings, n_fit, rate)
         if sweep_epochs == 0:
             return
         seconds = sweep_seconds(root, args.device, sweep_epochs, sweep, Path(tmp))

@@ -14,7 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fitscope import FitscopeError
-from fitscope.runner import run
+from fitscope.train.runner import run
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

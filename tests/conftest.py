@@ -1,5 +1,5 @@
-"""Shared helpers: compose configs like the command line does, write MNIST-format files, run
-the real entry point in a subprocess."""
+"""Shared helpers: compose configs like the command line does, quick runs, MNIST-format files,
+the real entry points in a subprocess, and a clean process for every test."""
 
 from __future__ import annotations
 
@@ -7,21 +7,24 @@ import importlib
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
+from fitscope.train.data import write_idx_dataset
+from fitscope.train.runner import clear_caches
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 RUN_PY = REPO / "src" / "run.py"
-# Small and fast: the tests check behaviour, not accuracy.
-FAST = ["trainer.epochs=1", "model.width=16", "trainer.console=quiet"]
+REPORT_PY = REPO / "src" / "report.py"
+# The smallest embedded dataset and a small model: the tests check behaviour, not accuracy.
+# Later overrides win, so a test can change any of them.
+QUICK = ["data=digits", "model.width=16"]
 
 
 def compose_cfg(*overrides: str):
@@ -30,36 +33,28 @@ def compose_cfg(*overrides: str):
         return compose(config_name="config", overrides=list(overrides))
 
 
+def quick_cfg(*overrides: str):
+    """A quick, quiet run's config: `QUICK`, one epoch, then `overrides`."""
+    return compose_cfg(*QUICK, "trainer.epochs=1", "trainer.console=quiet", *overrides)
+
+
 def options(group: str) -> list[str]:
     return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
 
 
-def write_idx_dataset(root: Path, folder: str, n_train: int = 120, n_test: int = 40) -> Path:
-    """MNIST-format (IDX) files as torchvision expects them under root/<folder>/raw."""
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n, dtype=np.uint8) % 10
-        # Each class gets a bright bar in its own rows, so the data is learnable.
-        images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
-        for i, label in enumerate(labels):
-            images[i, 2 * label : 2 * label + 3, :] = 250
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-            struct.pack(">IIII", 0x0803, n, 28, 28) + images.tobytes()
-        )
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
-            struct.pack(">II", 0x0801, n) + labels.tobytes()
-        )
-    return root
-
-
 def run_cli(*args: str, cwd: Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """`python src/run.py ARGS` in `cwd`, as a user types it."""
+    return run_script(RUN_PY, *args, cwd=cwd, timeout=timeout, **kwargs)
+
+
+def run_script(
+    script: Path, *args: str, cwd: Path, timeout: float = 300, **kwargs
+) -> subprocess.CompletedProcess:
+    """`python SCRIPT ARGS` in `cwd`."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
-        [sys.executable, str(RUN_PY), *args],
+        [sys.executable, str(script), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -75,6 +70,14 @@ def read_summary(run_dir: Path) -> dict:
 
 def read_metrics(run_dir: Path) -> pd.DataFrame:
     return pd.read_csv(run_dir / "metrics.csv")
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    """Every test starts without the datasets, splits and graphs an earlier test left in this
+    process, as a new process would."""
+    clear_caches()
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import compose_cfg, needs, needs_program
-from fitscope.report import build_report
-from fitscope.runner import run
+from conftest import needs, needs_program, quick_cfg
+from fitscope.report.build import build_report
+from fitscope.report.settings import ReportSettings
+from fitscope.train.runner import run
 
 pytestmark = pytest.mark.slow
 
@@ -40,15 +41,10 @@ def browser():
 
 def test_report_html_in_headless_chromium(browser, tmp_path):
     for i, activation in enumerate(("relu", "sigmoid", "selu")):
-        cfg = compose_cfg(
-            "data=digits",
-            f"activation={activation}",
-            "model.width=32",
-            f"trainer.epochs={4 + 3 * i}",
-            "trainer.console=quiet",
-        )
+        cfg = quick_cfg(f"activation={activation}", "model.width=32", f"trainer.epochs={4 + 3 * i}")
         run(cfg, tmp_path / "sweep" / str(i), overrides=[f"activation={activation}"])
-    folder = build_report([tmp_path / "sweep"], tmp_path / "reports")
+    settings = ReportSettings.from_mapping(dir=str(tmp_path / "reports"))
+    folder = build_report([tmp_path / "sweep"], settings)
 
     browser.get((folder / "report.html").as_uri())
     assert browser.title == "fitscope report: sweep"

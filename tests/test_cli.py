@@ -11,11 +11,9 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import REPO, RUN_PY, read_metrics, read_summary, run_cli
+from conftest import QUICK, REPORT_PY, RUN_PY, read_metrics, read_summary, run_cli, run_script
 
 pytestmark = pytest.mark.slow
-QUICK = ["data=digits", "model.width=32"]
-REPORT_PY = REPO / "src" / "report.py"
 
 
 def _sweep_dirs(cwd):
@@ -70,13 +68,7 @@ def test_sweep_with_a_failed_run_prints_the_report_command_that_works(tmp_path):
     assert f"Build it with: {command}" in result.stderr
     assert not (tmp_path / "reports").exists()
 
-    built = subprocess.run(
-        [sys.executable, str(REPORT_PY), str(sweep.relative_to(tmp_path))],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    built = run_script(REPORT_PY, str(sweep.relative_to(tmp_path)), cwd=tmp_path)
     assert built.returncode == 0, built.stderr
     runs = pd.read_csv(next((tmp_path / "reports").iterdir()) / "runs.csv")
     assert list(runs["status"]) == ["completed", "failed"]
@@ -85,13 +77,7 @@ def test_sweep_with_a_failed_run_prints_the_report_command_that_works(tmp_path):
 
 def test_report_command_line_errors_and_diff(tmp_path):
     def report(*args):
-        return subprocess.run(
-            [sys.executable, str(REPORT_PY), *args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        return run_script(REPORT_PY, *args, cwd=tmp_path)
 
     empty = report(str(tmp_path))
     assert empty.returncode == 2
@@ -115,7 +101,7 @@ def test_report_command_line_errors_and_diff(tmp_path):
     assert diff.returncode == 0
     assert diff.stdout.startswith("activation: relu → selu\n  activation.name: relu → selu\n")
     assert (
-        "python src/run.py data=digits model.width=32 trainer.epochs=1 activation=selu"
+        "python src/run.py data=digits model.width=16 trainer.epochs=1 activation=selu"
         in diff.stdout
     )
 

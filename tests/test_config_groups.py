@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from conftest import FAST, compose_cfg, needs, options, read_metrics, read_summary
-from fitscope.models import ACTIVATIONS
-from fitscope.runner import run
+from conftest import needs, options, quick_cfg, read_metrics, read_summary
+from fitscope.config import ACTIVATIONS
+from fitscope.train.runner import run
 
 GROUPS = ["data", "model", "activation", "optimizer", "trainer", "logger", "report"]
 CASES = [(group, option) for group in GROUPS for option in options(group)]
@@ -22,16 +22,14 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_option_composes_and_trains_one_epoch(group, option, idx_root, tmp_path):
-    overrides = [f"{group}={option}", *FAST]
+    overrides = [f"{group}={option}"]
     if group == "logger" and option != "none":
         needs(option)
         if option == "visdom":  # no server here: it says so and the run goes on
             overrides.append("logger.visdom.timeout=0.5")
     if group == "data" and option in ("mnist", "fashion_mnist", "kmnist"):
         overrides += [f"data.root={idx_root}", "data.download=false"]
-    elif group != "data":
-        overrides.append("data=digits")  # the smallest embedded dataset
-    cfg = compose_cfg(*overrides)
+    cfg = quick_cfg(*overrides)  # digits, unless the data group is the one tested
 
     summary = run(cfg, tmp_path)
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import compose_cfg
-from fitscope.runner import run
-from fitscope.steps import GRAPH_CACHE, GRAPH_CACHE_SIZE
+from conftest import quick_cfg
+from fitscope.train.data import make_splits
+from fitscope.train.graph import GRAPH_CACHE, GRAPH_CACHE_SIZE
+from fitscope.train.runner import run
 from test_steps import OPTIMIZERS, assert_same_training, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -17,8 +18,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.fixture(scope="module")
 def splits():
-    from fitscope.data import make_splits
-
     return make_splits(
         {"name": "digits", "val_fraction": 0.2, "test_fraction": 0.2}, torch.device("cuda")
     )
@@ -63,9 +62,7 @@ def test_auto_captures_and_memory_does_not_grow_from_run_to_run(tmp_path):
     GRAPH_CACHE.clear()
     ends = []
     for i, width in enumerate([16, 32, 48, 64, 80, 96, 16, 32]):
-        cfg = compose_cfg(
-            "data=digits", "trainer.epochs=2", "trainer.console=quiet", f"model.width={width}"
-        )
+        cfg = quick_cfg("trainer.epochs=2", f"model.width={width}")
         summary = run(cfg, tmp_path / str(i))
         assert summary["compile"] == "graph"
         ends.append(summary["gpu_memory_end_mib"])

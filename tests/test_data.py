@@ -1,12 +1,18 @@
-"""Datasets become normalized tensors, split once: held-out test, stratified seeded validation."""
+"""Datasets become normalized tensors, split once: held-out test, stratified seeded validation,
+k-fold cross-validation."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from conftest import compose_cfg, write_idx_dataset
-from fitscope.data import _cached_splits, load_arrays, make_splits
+from conftest import compose_cfg, quick_cfg
+from fitscope.config import ConfigError
+from fitscope.report.frames import collect
+from fitscope.train.data import kfold_split, load_arrays, make_splits, write_idx_dataset
+from fitscope.train.runner import run
+from fitscope.train.settings import validate
 
 
 def _label_counts(y: torch.Tensor) -> np.ndarray:
@@ -47,8 +53,6 @@ def test_split_seed_changes_validation_part_but_not_by_trainer_seed():
 
 
 def test_datasets_are_loaded_once_per_process():
-    load_arrays.cache_clear()
-    _cached_splits.cache_clear()
     first = make_splits(compose_cfg("data=digits").data)
     other = make_splits(compose_cfg("data=digits", "data.val_fraction=0.3").data)
     info = load_arrays.cache_info()
@@ -69,3 +73,47 @@ def test_torchvision_path_reads_mnist_format_files(tmp_path):
     assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (80, 20, 30)
     assert splits.n_features == 784
     assert (_label_counts(splits.y_val) == 2).all()
+
+
+# --------------------------------------------------------------------------------- k-fold
+
+
+def test_k_fold_validation_parts_are_disjoint_and_cover_the_training_part():
+    labels = np.repeat(np.arange(10), 37)
+    folds = [kfold_split(labels, 5, k, seed=0) for k in range(5)]
+    validation = [set(val.tolist()) for _, val in folds]
+    assert all(not (a & b) for i, a in enumerate(validation) for b in validation[i + 1 :])
+    assert set().union(*validation) == set(range(len(labels)))
+    for train, val in folds:
+        assert not set(train.tolist()) & set(val.tolist())
+        counts = np.bincount(labels[val], minlength=10)
+        assert counts.max() - counts.min() <= 1  # stratified
+    # Through the config: every fold keeps the same held-out test part.
+    splits = [
+        make_splits(compose_cfg("data=digits", "data.folds=5", f"data.fold={k}").data)
+        for k in range(5)
+    ]
+    assert sum(len(s.x_val) for s in splits) == len(splits[0].x_train) + len(splits[0].x_val)
+    assert all(torch.equal(s.y_test, splits[0].y_test) for s in splits)
+
+
+def test_fold_outside_the_folds_is_a_clear_error():
+    with pytest.raises(
+        ConfigError,
+        match=r"data.fold=5 is invalid: expected an integer in "
+        r"\[0, 4\] \(data.folds=5\)",
+    ):
+        validate(compose_cfg("data.folds=5", "data.fold=5"))
+    with pytest.raises(ConfigError, match="data.folds=1 is invalid"):
+        validate(compose_cfg("data.folds=1"))
+
+
+@pytest.mark.slow
+def test_report_aggregates_folds_like_seeds(tmp_path):
+    for k in range(3):
+        cfg = quick_cfg("data.folds=3", f"data.fold={k}", "trainer.epochs=2")
+        run(cfg, tmp_path / "sweep" / str(k))
+    report = collect([tmp_path / "sweep"])
+    assert report.replicate_keys == ["data.fold"]
+    assert report.groups["n"].tolist() == [3]
+    assert report.groups["best_val_loss_std"].iloc[0] > 0

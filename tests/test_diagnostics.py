@@ -1,25 +1,25 @@
-"""Why a run fails: gradient flow, dead and saturated units, clipping, and k-fold validation."""
+"""Why a run fails: gradient flow, dead and saturated units, clipping."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import compose_cfg, read_metrics
-from fitscope.data import kfold_split, make_splits
-from fitscope.diagnostics import (
+from conftest import quick_cfg, read_metrics
+from fitscope.report.build import build_report
+from fitscope.report.frames import collect
+from fitscope.report.settings import ReportSettings
+from fitscope.rundir import EPOCH_COLUMNS
+from fitscope.train.diagnostics import (
     GradientMonitor,
     activation_statistics,
     diagnostic_columns,
     layer_names,
 )
-from fitscope.models import build_mlp
-from fitscope.report import collect
-from fitscope.runner import run
-from fitscope.training import EPOCH_COLUMNS
+from fitscope.train.models import build_mlp
+from fitscope.train.runner import run
 
 
 def _gradients(model, seed=0):
@@ -29,15 +29,10 @@ def _gradients(model, seed=0):
     F.cross_entropy(model(x), y).backward()
 
 
+@pytest.mark.slow
 def test_deep_sigmoid_net_with_plain_sgd_has_vanishing_gradients(tmp_path):
-    cfg = compose_cfg(
-        "data=digits",
-        "activation=sigmoid",
-        "model.depth=8",
-        "model.width=64",
-        "optimizer=sgd",
-        "trainer.epochs=2",
-        "trainer.console=quiet",
+    cfg = quick_cfg(
+        "activation=sigmoid", "model.depth=8", "model.width=64", "optimizer=sgd", "trainer.epochs=2"
     )
     run(cfg, tmp_path / "run")
     metrics = read_metrics(tmp_path / "run")
@@ -51,15 +46,9 @@ def test_deep_sigmoid_net_with_plain_sgd_has_vanishing_gradients(tmp_path):
     assert flags["grad_ratio_first"] == pytest.approx(ratio[0])
 
 
+@pytest.mark.slow
 def test_shallow_relu_net_has_healthy_gradient_flow(tmp_path):
-    cfg = compose_cfg(
-        "data=digits",
-        "model.depth=2",
-        "model.width=64",
-        "optimizer=sgd",
-        "trainer.epochs=2",
-        "trainer.console=quiet",
-    )
+    cfg = quick_cfg("model.depth=2", "model.width=64", "optimizer=sgd", "trainer.epochs=2")
     run(cfg, tmp_path / "run")
     metrics = read_metrics(tmp_path / "run")
     assert (metrics["grad_norm_1"] / metrics["grad_norm_out"] > 0.1).all()
@@ -112,27 +101,19 @@ def test_clipping_changes_the_global_norm_but_not_the_layer_ratio():
 
 
 def test_clip_fraction_is_zero_without_clipping(tmp_path):
-    cfg = compose_cfg("data=digits", "trainer.epochs=1", "trainer.console=quiet")
-    run(cfg, tmp_path)
+    run(quick_cfg(), tmp_path)
     assert read_metrics(tmp_path)["clip_fraction"].tolist() == [0.0]
 
 
+@pytest.mark.slow
 def test_tiny_clip_fires_on_every_step_and_is_flagged(tmp_path):
-    cfg = compose_cfg(
-        "data=digits", "trainer.epochs=2", "trainer.console=quiet", "optimizer.grad_clip=1e-6"
-    )
-    run(cfg, tmp_path)
+    run(quick_cfg("trainer.epochs=2", "optimizer.grad_clip=1e-6"), tmp_path)
     assert read_metrics(tmp_path)["clip_fraction"].tolist() == [1.0, 1.0]
     assert collect([tmp_path]).runs.iloc[0]["gradient_flag"] == "exploding gradients"
 
 
 def test_diagnostics_can_be_turned_off(tmp_path):
-    run(
-        compose_cfg(
-            "data=digits", "trainer.epochs=1", "trainer.diagnostics=false", "trainer.console=quiet"
-        ),
-        tmp_path,
-    )
+    run(quick_cfg("trainer.diagnostics=false"), tmp_path)
     assert list(read_metrics(tmp_path).columns) == list(EPOCH_COLUMNS)
 
 
@@ -160,75 +141,18 @@ def test_diagnostic_columns_are_named_by_layer():
     ]
 
 
+@pytest.mark.slow
 def test_report_writes_layers_and_gradient_charts(tmp_path):
     for i, activation in enumerate(("sigmoid", "relu")):
-        cfg = compose_cfg(
-            "data=digits",
-            f"activation={activation}",
-            "model.depth=3",
-            "trainer.epochs=2",
-            "trainer.console=quiet",
-            "model.width=32",
+        cfg = quick_cfg(
+            f"activation={activation}", "model.depth=3", "trainer.epochs=2", "model.width=32"
         )
         run(cfg, tmp_path / "sweep" / str(i))
-    from fitscope.report import build_report
-
-    folder = build_report([tmp_path / "sweep"], tmp_path / "reports")
+    settings = ReportSettings.from_mapping(dir=str(tmp_path / "reports"))
+    folder = build_report([tmp_path / "sweep"], settings)
     layers = pd.read_csv(folder / "layers.csv")
     assert set(layers["layer"].astype(str)) == {"1", "2", "3", "out"}
     assert {"grad_norm", "act_mean", "act_std", "dead", "saturated"} <= set(layers.columns)
     assert len(layers) == 2 * 2 * 4  # runs x epochs x layers
     assert (folder / "gradient_flow.png").is_file() and (folder / "units.png").is_file()
     assert "## Gradient flow" in (folder / "report.md").read_text()
-
-
-# --------------------------------------------------------------------------------- k-fold
-
-
-def test_k_fold_validation_parts_are_disjoint_and_cover_the_training_part():
-    labels = np.repeat(np.arange(10), 37)
-    folds = [kfold_split(labels, 5, k, seed=0) for k in range(5)]
-    validation = [set(val.tolist()) for _, val in folds]
-    assert all(not (a & b) for i, a in enumerate(validation) for b in validation[i + 1 :])
-    assert set().union(*validation) == set(range(len(labels)))
-    for train, val in folds:
-        assert not set(train.tolist()) & set(val.tolist())
-        counts = np.bincount(labels[val], minlength=10)
-        assert counts.max() - counts.min() <= 1  # stratified
-    # Through the config: every fold keeps the same held-out test part.
-    splits = [
-        make_splits(compose_cfg("data=digits", "data.folds=5", f"data.fold={k}").data)
-        for k in range(5)
-    ]
-    assert sum(len(s.x_val) for s in splits) == len(splits[0].x_train) + len(splits[0].x_val)
-    assert all(torch.equal(s.y_test, splits[0].y_test) for s in splits)
-
-
-def test_fold_outside_the_folds_is_a_clear_error():
-    from fitscope.config import ConfigError, validate
-
-    with pytest.raises(
-        ConfigError,
-        match=r"data.fold=5 is invalid: expected an integer in "
-        r"\[0, 4\] \(data.folds=5\)",
-    ):
-        validate(compose_cfg("data.folds=5", "data.fold=5"))
-    with pytest.raises(ConfigError, match="data.folds=1 is invalid"):
-        validate(compose_cfg("data.folds=1"))
-
-
-def test_report_aggregates_folds_like_seeds(tmp_path):
-    for k in range(3):
-        cfg = compose_cfg(
-            "data=digits",
-            "data.folds=3",
-            f"data.fold={k}",
-            "trainer.epochs=2",
-            "trainer.console=quiet",
-            "model.width=16",
-        )
-        run(cfg, tmp_path / "sweep" / str(k))
-    report = collect([tmp_path / "sweep"])
-    assert report.replicate_keys == ["data.fold"]
-    assert report.groups["n"].tolist() == [3]
-    assert report.groups["best_val_loss_std"].iloc[0] > 0

@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from conftest import QUICK as QUICK_DATA
 from conftest import REPO, compose_cfg, needs, options, read_summary, run_cli
-from fitscope.runner import run
+from fitscope.train.runner import run
 
 pytestmark = pytest.mark.slow
-QUICK = ["data=digits", "model.width=16", "trainer.epochs=2"]
+QUICK = [*QUICK_DATA, "trainer.epochs=2"]
 
 
 @pytest.mark.parametrize(

@@ -11,20 +11,20 @@ import time
 
 import pytest
 
-from conftest import compose_cfg, needs
-from fitscope.loggers import LoggerError, make_loggers, run_name
-from fitscope.runner import run
+from conftest import needs, quick_cfg
+from fitscope.train.loggers import LoggerError, make_loggers, run_name
+from fitscope.train.runner import run
 
-QUICK = ["data=digits", "model.width=16", "trainer.epochs=3", "trainer.console=quiet"]
 STEPS = 6  # digits: 1,149 training samples in batches of 200
 
 
+@pytest.mark.slow
 def test_tensorboard_scalars_steps_and_hparams_read_back(tmp_path):
     needs("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     summary = run(
-        compose_cfg(*QUICK, "logger=tensorboard", "activation=tanh"),
+        quick_cfg("trainer.epochs=3", "logger=tensorboard", "activation=tanh"),
         tmp_path,
         overrides=["activation=tanh", "logger=tensorboard"],
     )
@@ -128,8 +128,8 @@ def test_visdom_windows_exist_on_a_real_server(visdom_server, tmp_path):
     import visdom
 
     run_dir = tmp_path / "sweep" / "0"
-    cfg = compose_cfg(
-        *QUICK,
+    cfg = quick_cfg(
+        "trainer.epochs=3",
         "logger=visdom",
         "logger.visdom.server=http://127.0.0.1",
         f"logger.visdom.port={visdom_server}",
@@ -165,8 +165,7 @@ def test_unreachable_visdom_server_is_reported_once_and_the_run_goes_on(tmp_path
     needs("visdom")
     port = _free_port()  # nothing listens there
     for i in range(2):
-        cfg = compose_cfg(
-            *QUICK,
+        cfg = quick_cfg(
             "logger=visdom",
             "logger.visdom.server=http://127.0.0.1",
             f"logger.visdom.port={port}",

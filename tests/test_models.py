@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from fitscope.models import build_mlp, count_parameters, resolve_init
+from fitscope.train.models import build_mlp, count_parameters, resolve_init
 
 RELU = {"name": "relu"}
 

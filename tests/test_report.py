@@ -11,9 +11,18 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from fitscope.report import ReportError, ReportSettings, build_report, collect, diff_runs
+from conftest import compose_cfg, quick_cfg
+from fitscope.config import show_value
+from fitscope.report import cli
+from fitscope.report.build import ReportError, build_report
+from fitscope.report.diff import diff_runs
+from fitscope.report.frames import collect
+from fitscope.report.settings import ReportSettings
+from fitscope.rundir import RunFolderError
+from fitscope.stopping import early_stopping_epoch
+from fitscope.train.runner import run
 
-SETTINGS = ReportSettings(patience=3)
+SETTINGS = ReportSettings.from_mapping(patience=3)
 BASE_CONFIG = {
     "data": {"name": "mnist5k", "val_fraction": 0.2},
     "model": {"name": "mlp", "depth": 2, "width": 256},
@@ -97,6 +106,11 @@ def make_run(
     return folder
 
 
+def in_folder(reports: Path, **changes) -> ReportSettings:
+    """`SETTINGS` writing reports into `reports`."""
+    return ReportSettings.from_mapping(patience=3, dir=str(reports), **changes)
+
+
 def with_changes(**changes) -> dict:
     config = json.loads(json.dumps(BASE_CONFIG))
     for dotted, value in changes.items():
@@ -133,9 +147,9 @@ def test_diagnosis_best_and_early_stopping_epochs(tmp_path, curves, diagnosis, b
 def test_min_delta_moves_the_early_stopping_epoch(tmp_path):
     make_run(tmp_path / "0", NOT_CONVERGED)  # falls 0.07 per epoch
     assert (
-        collect([tmp_path / "0"], ReportSettings(patience=2, min_delta=0.15)).runs.iloc[0][
-            "early_stopping_epoch"
-        ]
+        collect(
+            [tmp_path / "0"], ReportSettings.from_mapping(patience=2, min_delta=0.15)
+        ).runs.iloc[0]["early_stopping_epoch"]
         == 3
     )
 
@@ -241,7 +255,7 @@ def test_swept_seed_gives_mean_and_std_per_setup(tmp_path):
 def test_report_files(tmp_path):
     make_run(tmp_path / "sweep" / "0", OVERFIT, config=with_changes(model__width=16))
     make_run(tmp_path / "sweep" / "1", GOOD_FIT, config=with_changes(model__width=64))
-    folder = build_report([tmp_path / "sweep"], tmp_path / "reports", settings=SETTINGS)
+    folder = build_report([tmp_path / "sweep"], in_folder(tmp_path / "reports"))
     assert folder == tmp_path / "reports" / "sweep"
     runs = pd.read_csv(folder / "runs.csv")
     assert list(runs["diagnosis"]) == ["overfit", "good fit"]
@@ -261,6 +275,7 @@ def test_report_files(tmp_path):
     assert "![train and validation loss per run](loss_curves.png)" in markdown
     assert "val loss +62% after epoch 4" in markdown
     assert "python src/run.py" in markdown
+    assert "`trainer_stop_epoch`" in markdown  # the trainer's own stop, told apart
     page = (folder / "report.html").read_text()
     assert 'src="data:image/png;base64,' in page and "loss_curves.png" not in page
     assert "<script>" in page and "http" not in page.split("<script>")[1]  # no external script
@@ -269,7 +284,7 @@ def test_report_files(tmp_path):
 def test_date_folder_goes_into_the_default_name(tmp_path):
     make_run(tmp_path / "multirun" / "2026-11-26" / "14-03-12.123456" / "0")
     folder = build_report(
-        [tmp_path / "multirun" / "2026-11-26" / "14-03-12.123456"], tmp_path / "reports"
+        [tmp_path / "multirun" / "2026-11-26" / "14-03-12.123456"], in_folder(tmp_path / "reports")
     )
     assert folder.name == "2026-11-26_14-03-12.123456"
 
@@ -277,7 +292,7 @@ def test_date_folder_goes_into_the_default_name(tmp_path):
 def test_report_never_overwrites_another_sweeps_report(tmp_path):
     make_run(tmp_path / "a" / "sweep" / "0")
     make_run(tmp_path / "b" / "sweep" / "0")
-    out = tmp_path / "reports"
+    out = in_folder(tmp_path / "reports")
     build_report([tmp_path / "a" / "sweep"], out)
     build_report([tmp_path / "a" / "sweep"], out)  # the same runs again: rebuilt
     with pytest.raises(ReportError, match="holds a report of other runs"):
@@ -286,9 +301,9 @@ def test_report_never_overwrites_another_sweeps_report(tmp_path):
 
 
 def test_folder_without_runs_is_a_clear_error(tmp_path):
-    with pytest.raises(ReportError, match="no run folders in it"):
+    with pytest.raises(RunFolderError, match="no run folders in it"):
         collect([tmp_path])
-    with pytest.raises(ReportError, match="no such folder"):
+    with pytest.raises(RunFolderError, match="no such folder"):
         collect([tmp_path / "missing"])
 
 
@@ -302,7 +317,7 @@ def test_incomplete_runs_are_reported_not_dropped(tmp_path):
     truncated = make_run(sweep / "4", OVERFIT, status="running")
     text = (truncated / "metrics.csv").read_text()
     (truncated / "metrics.csv").write_text(text[: text.rindex("\n", 0, -1) + 12])  # half a row
-    folder = build_report([sweep], tmp_path / "reports", settings=SETTINGS)
+    folder = build_report([sweep], in_folder(tmp_path / "reports"))
     runs = pd.read_csv(folder / "runs.csv").set_index("run")
     assert list(runs.index) == [0, 1, 2, 3, 4]
     assert runs.loc[1, "status"] == "running" and "no summary.json" in runs.loc[1, "reason"]
@@ -324,7 +339,10 @@ def test_single_run_and_mixed_sweeps(tmp_path):
     report = collect([tmp_path / "x", tmp_path / "y"], SETTINGS)
     assert report.runs["run"].tolist() == ["x/0", "y/0"]
     assert report.varying == ["optimizer.lr"]
-    assert other.exists()
+    runs = report.runs.set_index("run")
+    assert runs.loc["y/0", "label"] == "optimizer.lr=0.1"
+    assert runs.loc["y/0", "diagnosis"] == "good fit" and runs.loc["x/0", "diagnosis"] == "overfit"
+    assert runs.loc["y/0", "path"].endswith(str(other.relative_to(tmp_path)))
 
 
 def test_null_and_set_values_of_a_key_are_a_difference(tmp_path):
@@ -333,3 +351,59 @@ def test_null_and_set_values_of_a_key_are_a_difference(tmp_path):
     report = collect([tmp_path / "s"], SETTINGS)
     assert report.varying == ["optimizer.grad_clip"]
     assert report.runs["label"].tolist() == ["optimizer.grad_clip=null", "optimizer.grad_clip=1.0"]
+
+
+def test_values_are_written_as_on_the_command_line(tmp_path):
+    make_run(tmp_path / "s" / "0", config=with_changes(model__final_activation=False))
+    make_run(tmp_path / "s" / "1", config=with_changes(model__final_activation=True))
+    broken = make_run(tmp_path / "s" / "2")  # its config cannot be read: no value for any key
+    (broken / "config.yaml").write_text("model: [unclosed\n")
+    report = collect([tmp_path / "s"], SETTINGS)
+    labels = report.runs.set_index("run")["label"]
+    assert "model.final_activation=false " in labels["0"]
+    assert "model.final_activation=true " in labels["1"]
+    # an integer stays an integer although another run has no value for its key
+    assert "model.depth=2 " in labels["0"] and "model.depth=null " in labels["2"]
+    assert report.runs["model.depth"].map(show_value).tolist() == ["2", "2", "null"]
+
+
+def test_report_defaults_are_the_report_groups_yaml():
+    # one source: the YAML group that Hydra composes is what the report falls back to
+    composed = OmegaConf.to_container(compose_cfg().report)
+    assert ReportSettings.from_mapping() == ReportSettings(**composed)
+    with pytest.raises(TypeError):
+        ReportSettings(patience=3)  # no second set of defaults in the code
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--patience", "0"], "report.patience=0 is invalid: expected an integer >= 1"),
+        (["--min-delta", "-1"], "report.min_delta=-1.0 is invalid: expected a number >= 0"),
+        (["--name", "a/b"], "report.name=a/b is invalid: expected null or a folder name"),
+    ],
+)
+def test_report_command_refuses_bad_settings_in_one_line(tmp_path, capsys, option, message):
+    make_run(tmp_path / "sweep" / "0")
+    reports = tmp_path / "reports"
+    assert cli.main([str(tmp_path / "sweep"), "--dir", str(reports), *option]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"report.py: {message}") and error.count("\n") == 1
+    assert not reports.exists()
+
+
+@pytest.mark.slow
+def test_trainer_stop_and_report_early_stopping_epoch_have_their_own_names(tmp_path):
+    cfg = quick_cfg(
+        "trainer.epochs=30",
+        "optimizer.lr=0.01",
+        "trainer.early_stopping.patience=2",
+        "report.patience=6",
+    )
+    run(cfg, tmp_path / "sweep" / "0")
+    losses = pd.read_csv(tmp_path / "sweep" / "0" / "metrics.csv")["val_loss"].tolist()
+    summary = json.loads((tmp_path / "sweep" / "0" / "summary.json").read_text())
+    row = collect([tmp_path / "sweep"], ReportSettings.from_mapping(patience=6)).runs.iloc[0]
+    assert summary["trainer_stop_epoch"] == early_stopping_epoch(losses, 2)
+    assert row["early_stopping_epoch"] == early_stopping_epoch(losses, 6)
+    assert summary["trainer_stop_epoch"] < row["early_stopping_epoch"]

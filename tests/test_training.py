@@ -1,24 +1,30 @@
-"""The training loop: determinism, best epoch, early stopping, divergence, test evaluation."""
+"""The training loop: determinism, best epoch, early stopping, divergence, test evaluation, and
+the weights it trains checked against the tutorial's loop written out by hand."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
-from conftest import compose_cfg, read_metrics, read_summary
-from fitscope.data import make_splits
-from fitscope.models import load_checkpoint
-from fitscope.runner import run
-from fitscope.training import EPOCH_COLUMNS, best_epoch, early_stopping_epoch, evaluate
+from conftest import quick_cfg, read_metrics, read_summary
+from fitscope.rundir import EPOCH_COLUMNS
+from fitscope.stopping import best_epoch, early_stopping_epoch
+from fitscope.train.data import make_splits
+from fitscope.train.loop import evaluate, fit
+from fitscope.train.models import build_mlp, load_checkpoint
+from fitscope.train.runner import run
+from fitscope.train.settings import validate
 
-QUICK = ["data=digits", "trainer.console=quiet", "model.width=32"]
 
-
+@pytest.mark.slow
 def test_same_seed_same_device_writes_identical_metrics(tmp_path):
-    cfg = compose_cfg(*QUICK, "trainer.epochs=4", "model.dropout=0.2", "trainer.seed=7")
+    cfg = quick_cfg("trainer.epochs=4", "model.dropout=0.2", "trainer.seed=7")
     run(cfg, tmp_path / "a")
     run(cfg, tmp_path / "b")
     a, b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
@@ -30,9 +36,10 @@ def test_same_seed_same_device_writes_identical_metrics(tmp_path):
         assert summary_a[key] == summary_b[key]
 
 
+@pytest.mark.slow
 def test_another_seed_gives_other_metrics(tmp_path):
-    run(compose_cfg(*QUICK, "trainer.epochs=2", "trainer.seed=1"), tmp_path / "a")
-    run(compose_cfg(*QUICK, "trainer.epochs=2", "trainer.seed=2"), tmp_path / "b")
+    run(quick_cfg("trainer.epochs=2", "trainer.seed=1"), tmp_path / "a")
+    run(quick_cfg("trainer.epochs=2", "trainer.seed=2"), tmp_path / "b")
     assert not read_metrics(tmp_path / "a")["val_loss"].equals(
         read_metrics(tmp_path / "b")["val_loss"]
     )
@@ -41,8 +48,9 @@ def test_another_seed_gives_other_metrics(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_summary_reports_best_epoch_and_test_with_best_weights(tmp_path):
-    cfg = compose_cfg(*QUICK, "trainer.epochs=25", "optimizer.lr=0.01")
+    cfg = quick_cfg("trainer.epochs=25", "optimizer.lr=0.01")
     summary = run(cfg, tmp_path)
     metrics = read_metrics(tmp_path)
 
@@ -64,10 +72,10 @@ def test_summary_reports_best_epoch_and_test_with_best_weights(tmp_path):
     assert summary["samples_per_s"] > 0 and summary["wall_time_s"] > 0
 
 
+@pytest.mark.slow
 def test_early_stopping_really_stops(tmp_path):
     # Adam at a high rate overfits the small digits set within a few epochs.
-    cfg = compose_cfg(
-        *QUICK,
+    cfg = quick_cfg(
         "trainer.epochs=60",
         "optimizer.lr=0.01",
         "trainer.early_stopping.enabled=true",
@@ -77,8 +85,9 @@ def test_early_stopping_really_stops(tmp_path):
     metrics = read_metrics(tmp_path)
     assert summary["stopped_early"] is True
     assert len(metrics) == summary["epochs_run"] < 60
-    assert summary["epochs_run"] == summary["early_stopping_epoch"]
+    assert summary["epochs_run"] == summary["trainer_stop_epoch"]
     assert summary["epochs_run"] == summary["best_epoch"] + 3
+    assert "early_stopping_epoch" not in summary  # the report's post-hoc epoch has that name
 
 
 @pytest.mark.parametrize(
@@ -99,9 +108,10 @@ def test_best_epoch_is_lowest_finite_validation_loss():
     assert best_epoch([float("nan"), float("inf")]) is None
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_ends_run_as_diverged_and_keeps_rows(tmp_path):
-    cfg = compose_cfg(
-        *QUICK,
+    cfg = quick_cfg(
+        "model.width=32",
         "optimizer=sgd",
         "optimizer.lr=1e4",
         "trainer.epochs=5",
@@ -116,29 +126,99 @@ def test_nonfinite_loss_ends_run_as_diverged_and_keeps_rows(tmp_path):
     assert read_summary(tmp_path)["status"] == "diverged"  # valid JSON despite NaN metrics
 
 
+@pytest.mark.slow
 def test_exploding_but_finite_loss_counts_as_diverged(tmp_path):
-    summary = run(compose_cfg(*QUICK, "optimizer.lr=1e4", "trainer.epochs=3"), tmp_path)
+    summary = run(quick_cfg("optimizer.lr=1e4", "trainer.epochs=3"), tmp_path)
     assert summary["status"] == "diverged"
     assert "trainer.divergence_loss=1000" in summary["error"]
 
 
-def test_last_batch_smaller_than_batch_size_is_trained(tmp_path):
-    # digits: 1149 training samples; batch 1000 leaves a last batch of 149.
-    cfg = compose_cfg(*QUICK, "trainer.batch_size=1000", "trainer.epochs=1", "optimizer=sgd")
-    summary = run(cfg, tmp_path)
-    assert summary["samples"]["train"] % 1000 != 0
-    assert summary["status"] == "completed"
+# ---------------------------------------------- the trained weights against a hand-written loop
 
 
-def test_grad_clip_and_weight_decay_train(tmp_path):
-    cfg = compose_cfg(
-        *QUICK,
-        "optimizer=momentum",
-        "optimizer.grad_clip=0.5",
-        "optimizer.weight_decay=1e-4",
-        "trainer.epochs=2",
+def hand_written_loop(model, splits, optimizer, settings, drop_last=False):
+    """The tutorial's loop written out by hand, with torch's own optimizer and clipping, over
+    the same seeded permutations that fitscope draws: the weights `fit` must end with."""
+    model = copy.deepcopy(model)
+    args = {"lr": optimizer["lr"], "weight_decay": optimizer["weight_decay"]}
+    if optimizer["name"] == "momentum":
+        args.update(momentum=optimizer["momentum"], nesterov=optimizer["nesterov"])
+    sgd = torch.optim.SGD(model.parameters(), **args)
+    generator = torch.Generator().manual_seed(settings.seed)
+    x, y = splits.x_train, splits.y_train
+    for _ in range(settings.epochs):
+        batches = torch.randperm(len(x), generator=generator).split(settings.batch_size)
+        for rows in batches[:-1] if drop_last else batches:
+            sgd.zero_grad()
+            F.cross_entropy(model(x[rows]), y[rows]).backward()
+            if optimizer["grad_clip"] is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), optimizer["grad_clip"])
+            sgd.step()
+    return model
+
+
+def fit_config(*overrides):
+    """(plain config, trainer settings, splits, a freshly seeded model) for `fit`."""
+    config, settings = validate(quick_cfg(*overrides))
+    splits = make_splits(config["data"], settings.device)
+    torch.manual_seed(settings.seed)
+    model = build_mlp(64, 10, depth=2, width=16, activation=config["activation"])
+    return config, settings, splits, model
+
+
+def assert_same_weights(a, b, same=True):
+    close = all(
+        torch.allclose(p, q, rtol=1e-4, atol=1e-6)
+        for p, q in zip(a.parameters(), b.parameters(), strict=True)
     )
-    assert run(cfg, tmp_path)["status"] == "completed"
+    assert close == same
+
+
+@pytest.mark.parametrize("compile", ["none", "graph"])  # graph: uncaptured on the CPU
+def test_last_batch_smaller_than_batch_size_is_trained(compile):
+    # digits: 1,149 training samples; batches of 1000 leave a last batch of 149.
+    config, settings, splits, model = fit_config(
+        "optimizer=sgd", "optimizer.lr=0.5", "trainer.batch_size=1000"
+    )
+    settings = dataclasses.replace(settings, compile=compile)
+    assert len(splits.x_train) % settings.batch_size == 149
+    reference = hand_written_loop(model, splits, config["optimizer"], settings)
+    steps = []
+    fit(model, splits, config["optimizer"], settings, on_steps=lambda _, s: steps.append(s))
+    assert len(steps[0]) == 2
+    assert_same_weights(model, reference)
+    dropped = hand_written_loop(model, splits, config["optimizer"], settings, drop_last=True)
+    assert_same_weights(model, dropped, same=False)  # the last step does count
+
+
+@pytest.mark.parametrize("compile", ["none", "graph"])
+@pytest.mark.parametrize(
+    "setting", ["optimizer.grad_clip=0.05", "optimizer.weight_decay=0.05"], ids=["clip", "decay"]
+)
+def test_grad_clip_and_weight_decay_train(setting, compile):
+    base = ("optimizer=momentum", "optimizer.lr=0.1", "trainer.epochs=2")
+    config, settings, splits, model = fit_config(*base, setting)
+    settings = dataclasses.replace(settings, compile=compile)
+    initial = copy.deepcopy(model)
+    result = fit(model, splits, config["optimizer"], settings)
+    assert_same_weights(model, hand_written_loop(initial, splits, config["optimizer"], settings))
+    without = hand_written_loop(initial, splits, fit_config(*base)[0]["optimizer"], settings)
+    assert_same_weights(model, without, same=False)  # the setting changed the training
+    if "grad_clip" in setting:
+        assert result.rows[0]["clip_fraction"] > 0.5  # clipping fired, as the monitor saw it
+
+
+@pytest.mark.parametrize("compile", ["none", "graph"])
+def test_fit_leaves_the_last_weights_in_the_callers_model(compile):
+    config, settings, splits, model = fit_config(
+        "optimizer=momentum", "optimizer.lr=0.1", "trainer.epochs=8"
+    )
+    settings = dataclasses.replace(settings, compile=compile)
+    initial = copy.deepcopy(model)
+    result = fit(model, splits, config["optimizer"], settings)
+    assert result.best_epoch < settings.epochs  # so best and last weights differ
+    assert_same_weights(model, hand_written_loop(initial, splits, config["optimizer"], settings))
+    assert_same_weights(model, initial, same=False)
 
 
 def test_eval_batch_size_does_not_change_results():

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose_cfg, read_summary, run_cli
-from fitscope.config import ConfigError, validate
-from fitscope.data import DataError, load_arrays
-from fitscope.runner import run
+from fitscope.config import ConfigError
+from fitscope.train.data import DataError, load_arrays
+from fitscope.train.runner import run
+from fitscope.train.settings import validate
 
 BAD_VALUES = [
     ("model.depth=-1", "an integer >= 0"),
@@ -68,7 +69,6 @@ def test_failed_validation_is_recorded_without_training(tmp_path):
 
 
 def test_missing_torchvision_files_say_where_and_how_to_fix(tmp_path):
-    load_arrays.cache_clear()
     with pytest.raises(DataError) as error:
         load_arrays("fashion_mnist", str(tmp_path), False)
     message = str(error.value)

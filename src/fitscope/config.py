@@ -1,30 +1,54 @@
-"""The validate stage: every config value is checked before any data is loaded.
+"""The config's vocabulary and the rules every value must meet. Needs no torch: the training
+wing validates a run with it, the report wing its own settings.
 
 A bad value raises `ConfigError` with one line that names the key, the value and what is
-allowed, e.g. `model.depth=-1 is invalid: expected an integer >= 0`.
+allowed, e.g. `model.depth=-1 is invalid: expected an integer >= 0`. Rules that need torch (the
+device exists, CUDA graphs need CUDA, an activation's own parameters) are checked where the
+trainer settings are built (`fitscope.train.settings`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
+import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fitscope import FitscopeError
-from fitscope.data import DATASETS
-from fitscope.models import ACTIVATIONS, INITS
-from fitscope.steps import COMPILE_MODES, OPTIMIZERS, PRECISIONS
 
+# Names that a config may hold, each owned here; the training wing maps them to torch objects.
+EMBEDDED_DATASETS = ("mnist5k", "digits")
+TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
+DATASETS = EMBEDDED_DATASETS + tuple(TORCHVISION_DATASETS)
+# `activation.name` -> the torch.nn module it builds; every other key of the group is its argument.
+ACTIVATIONS = {
+    "relu": "ReLU",
+    "leaky": "LeakyReLU",
+    "selu": "SELU",
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+    "softplus": "Softplus",
+    "elu": "ELU",
+    "gelu": "GELU",
+    "silu": "SiLU",
+    "mish": "Mish",
+}
+INITS = ("auto", "default", "kaiming", "lecun", "xavier", "orthogonal")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+COMPILE_MODES = ("auto", "graph", "torch_compile", "none")
+PRECISIONS = ("fp32", "bf16")
 CONSOLE_MODES = ("auto", "epochs", "runs", "quiet")
 # Config keys that change what is shown, never what is computed: left out of the config hash,
 # of the differences between runs, of run names and of TensorBoard's hyperparameters.
 DISPLAY_KEYS = ("trainer.console", "report", "logger")
+
+
+class ConfigError(FitscopeError):
+    pass
 
 
 def is_display_key(key: str) -> bool:
@@ -32,11 +56,44 @@ def is_display_key(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in DISPLAY_KEYS)
 
 
-_ABSENT = object()
+def show_value(value: Any) -> str:
+    """A config value as the command line writes it: `null` for None (or a missing value read as
+    NaN), `true`/`false`, integers as integers, lists as `[a,b]`."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(show_value(v) for v in value) + "]"
+    return str(value)
 
 
-class ConfigError(FitscopeError):
-    pass
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys (`model.depth`), depth first; list values become JSON
+    text; empty sections leave no key."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
+    return flat
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A short hash of the resolved config, console mode, report and logger settings left out
+    (they change what is shown, not what is computed): same hash, same run."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for key in DISPLAY_KEYS:
+        section, _, leaf = key.rpartition(".")
+        (container.get(section, {}) if section else container).pop(leaf, None)
+    text = json.dumps(container, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------ rules
+
+Rule = tuple[Callable[[Any], bool], str]  # (check, what is allowed)
 
 
 def _is_int(value: Any) -> bool:
@@ -47,13 +104,13 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def integer(low: int) -> tuple[Callable[[Any], bool], str]:
+def integer(low: int) -> Rule:
     return (lambda v: _is_int(v) and v >= low), f"an integer >= {low}"
 
 
 def number(
     low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = True
-):
+) -> Rule:
     def check(v: Any) -> bool:
         if not _is_number(v) or v < low or (low_open and v == low):
             return False
@@ -65,19 +122,22 @@ def number(
     return check, f"a number in {left}{low:g}, {high:g}{')' if high_open else ']'}"
 
 
-def one_of(*choices: str) -> tuple[Callable[[Any], bool], str]:
+def one_of(*choices: str) -> Rule:
     return (lambda v: v in choices), f"one of {', '.join(choices)}"
 
 
-BOOLEAN = ((lambda v: isinstance(v, bool)), "true or false")
-STRING = ((lambda v: isinstance(v, str) and v != ""), "a non-empty path")
-NULL_OR_NAME = (
+BOOLEAN: Rule = ((lambda v: isinstance(v, bool)), "true or false")
+PATH: Rule = ((lambda v: isinstance(v, str) and v != ""), "a non-empty path")
+NULL_OR_NAME: Rule = (
     (lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[\w.+-]+", v) is not None)),
     "null or a folder name (letters, digits, _ . + -)",
 )
-NULL_OR_FOLDS = ((lambda v: v is None or (_is_int(v) and v >= 2)), "null or an integer >= 2")
-NULL_OR_POSITIVE = ((lambda v: v is None or (_is_number(v) and v > 0)), "null or a number > 0")
-BETAS = (
+NULL_OR_FOLDS: Rule = ((lambda v: v is None or (_is_int(v) and v >= 2)), "null or an integer >= 2")
+NULL_OR_POSITIVE: Rule = (
+    (lambda v: v is None or (_is_number(v) and v > 0)),
+    "null or a number > 0",
+)
+BETAS: Rule = (
     (
         lambda v: (
             isinstance(v, (list, tuple))
@@ -87,10 +147,11 @@ BETAS = (
     ),
     "two numbers in [0, 1), e.g. [0.9,0.999]",
 )
-DEVICE = (
+DEVICE: Rule = (
     (lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None),
     "auto, cpu, cuda, cuda:N or mps",
 )
+URL: Rule = ((lambda v: isinstance(v, str) and "://" in v), "a URL such as http://localhost")
 
 # key -> (check, what is allowed, required)
 RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
@@ -102,7 +163,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
         ("data.split_seed", integer(0), True),
         ("data.folds", NULL_OR_FOLDS, False),
         ("data.fold", integer(0), False),
-        ("data.root", STRING, False),
+        ("data.root", PATH, False),
         ("data.download", BOOLEAN, False),
         ("model.depth", integer(0), True),
         ("model.width", integer(1), True),
@@ -136,17 +197,13 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
         ("trainer.early_stopping.patience", integer(1), True),
         ("trainer.early_stopping.min_delta", number(0), True),
         ("trainer.console", one_of(*CONSOLE_MODES), True),
-        (
-            "logger.visdom.server",
-            ((lambda v: isinstance(v, str) and "://" in v), "a URL such as http://localhost"),
-            False,
-        ),
+        ("logger.visdom.server", URL, False),
         ("logger.visdom.port", integer(1), False),
         ("logger.visdom.env", NULL_OR_NAME, False),
         ("logger.visdom.images", integer(0), False),
         ("logger.visdom.timeout", number(0, low_open=True), False),
         ("report.enabled", BOOLEAN, True),
-        ("report.dir", STRING, True),
+        ("report.dir", PATH, True),
         ("report.name", NULL_OR_NAME, True),
         ("report.patience", integer(1), True),
         ("report.min_delta", number(0), True),
@@ -159,93 +216,47 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
     ]
 }
 
-
-def _show(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_show(v) for v in value) + "]"
-    return (
-        "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-    )
+_ABSENT = object()
 
 
-def _lookup(container: dict[str, Any], key: str) -> Any:
+def _lookup(container: Mapping[str, Any], key: str) -> Any:
     node: Any = container
     for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
+        if not isinstance(node, Mapping) or part not in node:
             return _ABSENT
         node = node[part]
     return node
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise `ConfigError` for the first config value that is not allowed."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
+def check_values(config: Mapping[str, Any], sections: Iterable[str] | None = None) -> None:
+    """Raise `ConfigError` for the first value of `config` (plain nested containers) that a rule
+    refuses, in `sections` only if given (`("report",)` checks the report's settings)."""
+    chosen = None if sections is None else tuple(f"{s}." for s in sections)
     for key, (check, allowed, required) in RULES.items():
-        value = _lookup(plain, key)
+        if chosen is not None and not key.startswith(chosen):
+            continue
+        value = _lookup(config, key)
         if value is _ABSENT:
             if required:
                 raise ConfigError(f"{key} is missing: expected {allowed}")
         elif not check(value):
-            raise ConfigError(f"{key}={_show(value)} is invalid: expected {allowed}")
-    _validate_activation_params(cfg)
-    folds = cfg.data.get("folds")
-    if folds and cfg.data.get("fold", 0) >= folds:
+            raise ConfigError(f"{key}={show_value(value)} is invalid: expected {allowed}")
+
+
+def validate(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Check every value of a run's config and how values depend on each other; return the
+    resolved config as plain containers."""
+    config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    check_values(config)
+    data, optimizer = config["data"], config["optimizer"]
+    folds = data.get("folds")
+    if folds and data.get("fold", 0) >= folds:
         raise ConfigError(
-            f"data.fold={cfg.data.fold} is invalid: expected an integer in [0, {folds - 1}] "
+            f"data.fold={data['fold']} is invalid: expected an integer in [0, {folds - 1}] "
             f"(data.folds={folds})"
         )
-    if cfg.optimizer.name == "momentum":
+    if optimizer["name"] == "momentum":
         for key in ("momentum", "nesterov"):
-            if key not in cfg.optimizer:
+            if key not in optimizer:
                 raise ConfigError(f"optimizer.{key} is missing: optimizer=momentum needs it")
-    device = resolve_device(cfg.trainer.device)
-    if cfg.trainer.compile == "graph" and device.type != "cuda":
-        raise ConfigError(
-            f"trainer.compile=graph is invalid on {device.type} (trainer.device="
-            f"{cfg.trainer.device}): CUDA graphs need a CUDA device; expected auto, "
-            "torch_compile or none"
-        )
-
-
-def _validate_activation_params(cfg: DictConfig) -> None:
-    cls = ACTIVATIONS[cfg.activation.name]
-    accepted = set(inspect.signature(cls).parameters) - {"inplace", "approximate"}
-    for key in cfg.activation:
-        if key != "name" and key not in accepted:
-            allowed = ", ".join(sorted(accepted)) or "none"
-            raise ConfigError(
-                f"activation.{key} is not a parameter of activation={cfg.activation.name}: "
-                f"its parameters are {allowed}"
-            )
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device `trainer.device` names; `auto` is cuda, then mps, then cpu."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = int(name.partition(":")[2] or 0)
-        if index >= count:
-            raise ConfigError(
-                f"trainer.device={name} is invalid: this machine has {count} CUDA device(s); "
-                "use trainer.device=auto or cpu"
-            )
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("trainer.device=mps is invalid: MPS is not available; use auto or cpu")
-    return torch.device(name)
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """A short hash of the resolved config, console mode, report and logger settings left out
-    (they change what is shown, not what is computed): same hash, same run."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    for key in DISPLAY_KEYS:
-        section, _, leaf = key.rpartition(".")
-        (container.get(section, {}) if section else container).pop(leaf, None)
-    text = json.dumps(container, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return config

@@ -1,4 +1,5 @@
-"""Report charts: matplotlib PNGs drawn with the Agg backend (no display needed).
+"""Report charts: matplotlib PNGs drawn on `matplotlib.figure.Figure` objects, so they need no
+display, no backend switch and no pyplot state.
 
 Each function takes the report's frames and a file path, draws one figure and returns the path,
 or None when the runs give it nothing to show.
@@ -9,17 +10,15 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
+from fitscope.config import ACTIVATIONS, show_value
 
-from fitscope.models import ACTIVATIONS  # noqa: E402
-from fitscope.report import value_text  # noqa: E402
-
-PALETTE = plt.get_cmap("tab10").colors
+PALETTE = colormaps["tab10"].colors
 # One colour per activation, the same in every chart of every report.
 ACTIVATION_COLORS = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(ACTIVATIONS)}
 DIAGNOSIS_COLORS = {"overfit": "#c0392b", "underfit": "#2471a3", "good fit": "#1e8449"}
@@ -28,29 +27,29 @@ TRAIN_COLOR, VAL_COLOR = "#2c3e50", "#e67e22"
 
 def value_colors(values: pd.Series, key: str) -> dict:
     """A colour per distinct value: the fixed activation colours when `key` is the activation."""
-    unique = list(dict.fromkeys(values.map(value_text)))
+    unique = list(dict.fromkeys(values.map(show_value)))
     if key in ("activation", "activation.name"):
         return {v: ACTIVATION_COLORS.get(v, PALETTE[i % 10]) for i, v in enumerate(unique)}
     return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(unique)}
 
 
-def _save(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
+def save(fig: Figure, path: Path, dpi: int = 110) -> Path:
     for ax in fig.axes:
         if ax.get_xlabel() == "epoch":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
-def _two_panels(entries: int) -> tuple[plt.Figure, plt.Axes, plt.Axes]:
+def _two_panels(entries: int) -> tuple[Figure, Axes, Axes]:
     """Loss and accuracy side by side, wider when a long legend will stand beside them."""
     extra = 0 if entries <= 8 else 2.4 * (1 + entries // 25)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11 + extra, 4), layout="constrained")
+    fig = Figure(figsize=(11 + extra, 4), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
     return fig, ax_loss, ax_acc
 
 
-def _legend(fig: plt.Figure, ax: plt.Axes) -> None:
+def legend(fig: Figure, ax: Axes) -> None:
     """A legend inside the axes when short, beside the figure when long (once per figure)."""
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))  # one entry per distinct label
@@ -72,14 +71,8 @@ def loss_small_multiples(runs: pd.DataFrame, curves: pd.DataFrame, path: Path) -
     n = len(shown)
     cols = min(n, 4 if n <= 16 else math.ceil(math.sqrt(n)))
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(
-        rows,
-        cols,
-        figsize=(3.6 * cols, 2.9 * rows + 0.8),
-        squeeze=False,
-        sharex=True,
-        layout="constrained",
-    )
+    fig = Figure(figsize=(3.6 * cols, 2.9 * rows + 0.8), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True)
     for ax, (_, run) in zip(axes.flat, shown.iterrows(), strict=False):
         loss = curves[(curves["run"] == run["run"]) & (curves["metric"] == "loss")]
         for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
@@ -115,7 +108,7 @@ def loss_small_multiples(runs: pd.DataFrame, curves: pd.DataFrame, path: Path) -
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
     fig.suptitle("Train vs validation loss per run", fontsize=11)
-    return _save(fig, path, dpi=110 if n <= 16 else 70)
+    return save(fig, path, dpi=110 if n <= 16 else 70)
 
 
 def validation_by_key(
@@ -128,7 +121,7 @@ def validation_by_key(
     fig, ax_loss, ax_acc = _two_panels(len(colors))
     seen = set()
     for _, group in curves[curves["split"] == "val"].groupby("run", sort=False):
-        value = value_text(group[key].iloc[0])
+        value = show_value(group[key].iloc[0])
         label = None if value in seen else f"{key}={value}"
         seen.add(value)
         for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
@@ -150,8 +143,8 @@ def validation_by_key(
     )
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.25)
-    _legend(fig, ax_loss)
-    return _save(fig, path)
+    legend(fig, ax_loss)
+    return save(fig, path)
 
 
 def capacity(runs: pd.DataFrame, path: Path) -> Path | None:
@@ -161,7 +154,8 @@ def capacity(runs: pd.DataFrame, path: Path) -> Path | None:
     if done["params"].nunique() < 2:
         return None
     by = "activation" if "activation" in done.columns else None
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig = Figure(figsize=(7.5, 4.5))
+    ax = fig.subplots()
     groups = done.groupby(by, sort=False) if by else [("all runs", done)]
     for name, group in groups:
         name = name[0] if isinstance(name, tuple) else name
@@ -188,7 +182,7 @@ def capacity(runs: pd.DataFrame, path: Path) -> Path | None:
     ax.grid(alpha=0.25, which="both")
     ax.legend(fontsize=7.5, ncol=2)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def replicate_bands(
@@ -205,7 +199,7 @@ def replicate_bands(
     fig, ax_loss, ax_acc = _two_panels(len(grouping))
     for i, (values, group) in enumerate(grouping):
         name = " ".join(
-            value_text(v) if k in ("activation", "all") else f"{k.split('.')[-1]}={value_text(v)}"
+            show_value(v) if k in ("activation", "all") else f"{k.split('.')[-1]}={show_value(v)}"
             for k, v in zip(setup or ["all"], values, strict=True)
         )
         color = (
@@ -242,105 +236,5 @@ def replicate_bands(
     )
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.25)
-    _legend(fig, ax_loss)
-    return _save(fig, path)
-
-
-def _with_layer_x(layers: pd.DataFrame) -> pd.DataFrame:
-    """`layers` with an `x` column: hidden layer i at i, every run's output layer at one place
-    after the deepest hidden layer, so runs of different depths share the axis."""
-    hidden = layers["layer"] != "out"
-    deepest = int(layers.loc[hidden, "depth_index"].max()) if hidden.any() else 0
-    return layers.assign(x=layers["depth_index"].where(hidden, deepest + 1))
-
-
-def _layer_axis(ax: plt.Axes, layers: pd.DataFrame) -> None:
-    """Layers from first to last on the x axis, the output layer labelled `out`."""
-    ticks = layers.drop_duplicates("x").sort_values("x")
-    ax.set_xticks(ticks["x"], ticks["layer"].astype(str))
-    ax.set_xlabel("layer (input side → output)")
-    ax.grid(alpha=0.25, which="both")
-
-
-def _run_styles(runs: pd.DataFrame) -> dict[str, tuple[tuple, str]]:
-    """(colour, legend label) per run: its activation's colour and name when activations
-    differ, else a colour and label of its own."""
-    if "activation" in runs.columns:
-        return {
-            r: (ACTIVATION_COLORS.get(str(a), PALETTE[0]), str(a))
-            for r, a in zip(runs["run"], runs["activation"], strict=True)
-        }
-    return {
-        r: (PALETTE[i % len(PALETTE)], label)
-        for i, (r, label) in enumerate(zip(runs["run"], runs["label"], strict=True))
-    }
-
-
-def gradient_flow(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path | None:
-    """Mean weight-gradient norm by layer, first to last, at the first and the best epoch."""
-    if layers.empty or "grad_norm" not in layers.columns or layers["depth_index"].max() < 2:
-        return None
-    styles = _run_styles(runs)
-    layers = _with_layer_x(layers)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True, layout="constrained")
-    for ax, which in zip(axes, ("first", "best"), strict=True):
-        for _, run in runs.iterrows():
-            own = layers[layers["run"] == run["run"]]
-            if own.empty:
-                continue
-            epoch = own["epoch"].min() if which == "first" else run["best_epoch"]
-            at = own[own["epoch"] == epoch].sort_values("depth_index")
-            ax.plot(
-                at["x"],
-                at["grad_norm"],
-                "o-",
-                ms=3,
-                lw=1.2,
-                alpha=0.85,
-                color=styles[run["run"]][0],
-                label=styles[run["run"]][1],
-            )
-        ax.set_yscale("log")
-        ax.set_title(f"Gradient norm by layer, {which} epoch")
-        _layer_axis(ax, layers)
-    axes[0].set_ylabel("mean ‖∂loss/∂W‖ per step (log scale)")
-    _legend(fig, axes[0])
-    return _save(fig, path)
-
-
-def unit_health(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path | None:
-    """Dead (ReLU family) and saturated (sigmoid, tanh) shares of units by layer, best epoch."""
-    measures = [m for m in ("dead", "saturated") if m in layers.columns and layers[m].notna().any()]
-    if layers.empty or not measures:
-        return None
-    styles = _run_styles(runs)
-    layers = _with_layer_x(layers)
-    fig, axes = plt.subplots(
-        1, len(measures), figsize=(5.5 * len(measures) + 1, 4), squeeze=False, layout="constrained"
-    )
-    for ax, measure in zip(axes[0], measures, strict=True):
-        for _, run in runs.iterrows():
-            at = layers[(layers["run"] == run["run"]) & (layers["epoch"] == run["best_epoch"])]
-            at = at[at[measure].notna()].sort_values("depth_index")
-            if not at.empty:
-                ax.plot(
-                    at["x"],
-                    100 * at[measure],
-                    "o-",
-                    ms=3,
-                    lw=1.2,
-                    color=styles[run["run"]][0],
-                    label=styles[run["run"]][1],
-                )
-        ax.set_ylim(-2, 102)
-        ax.set_ylabel(f"{measure} units (%)")
-        ax.set_title(
-            {
-                "dead": "Dead units (pre-activation ≤ 0 on every sample)",
-                "saturated": "Saturated activations (derivative < 1% of max)",
-            }[measure],
-            fontsize=10,
-        )
-        _layer_axis(ax, layers[layers["layer"] != "out"])
-        _legend(fig, ax)
-    return _save(fig, path)
+    legend(fig, ax_loss)
+    return save(fig, path)

@@ -1,17 +1,18 @@
 """The train stage: the epoch loop over tensors already on the device.
 
 Each epoch trains on every batch of a seeded on-device permutation (the last batch may be
-smaller; how a step runs, eager or as a CUDA graph, is `fitscope.steps`), then evaluates
+smaller; how a step runs, eager or as a CUDA graph, is `make_step`), then evaluates
 per-sample-mean loss and accuracy on the training and validation parts with the epoch's final
 weights (eval mode, so dropout is off). Nothing is read back to the host inside the batch loop:
-the epoch's metrics come back in one transfer per epoch.
+the epoch's measures come back in one transfer per epoch.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,55 +20,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fitscope.data import Splits
-from fitscope.diagnostics import (
+from fitscope.rundir import EPOCH_COLUMNS
+from fitscope.stopping import EarlyStopping
+from fitscope.train.data import Splits
+from fitscope.train.diagnostics import (
     DIAGNOSTIC_BATCH,
     activation_of,
     activation_statistics,
     diagnostic_columns,
 )
-from fitscope.steps import autocast, make_step
+from fitscope.train.graph import graph_step
+from fitscope.train.settings import TrainerSettings
+from fitscope.train.steps import EagerStep, Step, autocast
 
-EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
-
-
-class EarlyStopping:
-    """Early stopping on validation loss.
-
-    `step(loss)` returns True once `patience` epochs in a row have not lowered the best loss
-    by more than `min_delta`.
-    """
-
-    def __init__(self, patience: int, min_delta: float = 0.0) -> None:
-        self.patience = patience
-        self.min_delta = min_delta
-        self.best = math.inf
-        self.wait = 0
-
-    def step(self, loss: float) -> bool:
-        if loss < self.best - self.min_delta:
-            self.best = loss
-            self.wait = 0
-        else:
-            self.wait += 1
-        return self.wait >= self.patience
-
-
-def early_stopping_epoch(val_losses: Sequence[float], patience: int, min_delta: float = 0.0) -> int:
-    """The (1-based) epoch at which early stopping would stop; the last epoch if it never would."""
-    stopper = EarlyStopping(patience, min_delta)
-    for epoch, loss in enumerate(val_losses, start=1):
-        if stopper.step(loss):
-            return epoch
-    return len(val_losses)
-
-
-def best_epoch(val_losses: Sequence[float]) -> int | None:
-    """The (1-based) epoch with the lowest finite validation loss; None if there is none."""
-    finite = [
-        (loss, epoch) for epoch, loss in enumerate(val_losses, start=1) if math.isfinite(loss)
-    ]
-    return min(finite)[1] if finite else None
+log = logging.getLogger("fitscope")
 
 
 @torch.inference_mode()
@@ -94,11 +60,33 @@ def diverged(row: Mapping[str, float], limit: float | None = None) -> bool:
     return not all(math.isfinite(loss) and (limit is None or loss <= limit) for loss in losses)
 
 
-def metric_columns(model: nn.Module, trainer_cfg: Mapping[str, Any]) -> list[str]:
+def metric_columns(model: nn.Module, diagnostics: bool) -> list[str]:
     """The `metrics.csv` columns of a run: `EPOCH_COLUMNS`, then the diagnostics' if enabled."""
-    if not trainer_cfg.get("diagnostics", False):
+    if not diagnostics:
         return list(EPOCH_COLUMNS)
     return [*EPOCH_COLUMNS, *diagnostic_columns(model, activation_of(model))]
+
+
+def make_step(
+    model: nn.Module,
+    optimizer_cfg: Mapping[str, Any],
+    settings: TrainerSettings,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> Step:
+    """The step `settings.compile` asks for. A graph capture that fails (an optimizer or a
+    PyTorch build that cannot be captured) is logged and the run trains eagerly when `auto`
+    chose the graph; with `trainer.compile=graph` it is an error."""
+    if settings.compile == "graph":
+        try:
+            return graph_step(model, optimizer_cfg, settings, x, y, x.device.type == "cuda")
+        except RuntimeError as error:
+            if not settings.graph_fallback:
+                raise
+            reason = " ".join(str(error).split())[:300]
+            log.warning(f"trainer.compile=auto: CUDA graph capture failed ({reason}); eager steps")
+            return EagerStep(model, optimizer_cfg, settings, x, y)
+    return EagerStep(model, optimizer_cfg, settings, x, y, settings.compile == "torch_compile")
 
 
 @dataclass
@@ -143,76 +131,97 @@ class _TrainTimer:
         return self.begin.elapsed_time(self.end) / 1000 if self.cuda else self.seconds_
 
 
+def _epoch_measures(
+    step: Step,
+    model: nn.Module,
+    splits: Splits,
+    settings: TrainerSettings,
+    losses: torch.Tensor | None,
+) -> dict[str, torch.Tensor]:
+    """The epoch's device tensors by name: `train` and `val` [loss, accuracy], the diagnostics'
+    `gradients` and `activations` when measured, the per-step `step_losses` when given."""
+    batch, precision = settings.eval_batch_size, settings.precision
+    measures = {
+        "train": evaluate(model, splits.x_train, splits.y_train, batch, precision),
+        "val": evaluate(model, splits.x_val, splits.y_val, batch, precision),
+    }
+    if step.monitor is not None:
+        probe = splits.x_val[:DIAGNOSTIC_BATCH]
+        measures["gradients"] = step.monitor.epoch_values(step.steps)
+        measures["activations"] = activation_statistics(model, probe, activation_of(model))
+    if losses is not None:
+        measures["step_losses"] = losses
+    return measures
+
+
+def _to_host(measures: Mapping[str, torch.Tensor]) -> dict[str, list[float]]:
+    """Device tensors back on the host in one transfer (the epoch's one sync), by name."""
+    values = torch.cat([t.reshape(-1) for t in measures.values()]).tolist()
+    host, start = {}, 0
+    for name, tensor in measures.items():
+        host[name] = values[start : start + tensor.numel()]
+        start += tensor.numel()
+    return host
+
+
+def _row(
+    columns: list[str], epoch: int, host: Mapping[str, list[float]], lr: float, seconds: float
+) -> dict[str, float]:
+    """The epoch's `metrics.csv` row."""
+    (train_loss, train_acc), (val_loss, val_acc) = host["train"], host["val"]
+    diagnostics = [*host.get("gradients", []), *host.get("activations", [])]
+    values = [epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, *diagnostics]
+    return dict(zip(columns, values, strict=True))
+
+
 def fit(
     model: nn.Module,
     splits: Splits,
     optimizer_cfg: Mapping[str, Any],
-    trainer_cfg: Mapping[str, Any],
+    settings: TrainerSettings,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     on_steps: Callable[[int, list[float]], None] | None = None,
 ) -> FitResult:
-    """Train `model` for `trainer_cfg["epochs"]` epochs (fewer if early stopping is enabled or
-    the run diverges: see `diverged`), keeping the weights of the epoch with the lowest validation
+    """Train `model` for `settings.epochs` epochs (fewer if early stopping is enabled or the run
+    diverges: see `diverged`), keeping the weights of the epoch with the lowest validation
     loss. `on_epoch` gets each epoch's row (`metric_columns`) as soon as it exists; `on_steps`,
     if given, the epoch number and the training loss of each of its steps. When it returns,
     `model` holds the last epoch's weights."""
     device = splits.x_train.device
     setup_start = time.perf_counter()
-    step = make_step(model, optimizer_cfg, trainer_cfg, splits.x_train, splits.y_train)
+    step = make_step(model, optimizer_cfg, settings, splits.x_train, splits.y_train)
     trained = step.model  # a graph step trains a twin of `model`
-    generator = torch.Generator(device=device).manual_seed(trainer_cfg["seed"])
-    stopping = trainer_cfg["early_stopping"]
-    stopper = EarlyStopping(stopping["patience"], stopping["min_delta"])
-    eval_batch = trainer_cfg["eval_batch_size"]
-    precision = trainer_cfg.get("precision", "fp32")
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    stopper = EarlyStopping(settings.early_stopping.patience, settings.early_stopping.min_delta)
+    columns = metric_columns(model, settings.diagnostics)
     result = FitResult(status="completed", compile=step.mode)
-    columns = metric_columns(model, trainer_cfg)
-    if step.monitor is not None:
-        probe = splits.x_val[:DIAGNOSTIC_BATCH]
-        activation = activation_of(model)
-    best_loss = math.inf
-    loop_seconds = 0.0
-    timer = _TrainTimer(device)
+    best_loss, loop_seconds, timer = math.inf, 0.0, _TrainTimer(device)
     result.setup_seconds = time.perf_counter() - setup_start
 
-    for epoch in range(1, trainer_cfg["epochs"] + 1):
+    for epoch in range(1, settings.epochs + 1):
         start = time.perf_counter()
         timer.start()
         permutation = torch.randperm(len(splits.x_train), device=device, generator=generator)
         losses = step.run_epoch(permutation)
         timer.stop()
-        parts = [
-            evaluate(trained, splits.x_train, splits.y_train, eval_batch, precision),
-            evaluate(trained, splits.x_val, splits.y_val, eval_batch, precision),
-        ]
-        if step.monitor is not None:
-            parts += [
-                step.monitor.epoch_values(step.steps),
-                activation_statistics(trained, probe, activation),
-            ]
-        if on_steps is not None:
-            parts.append(losses)
-        metrics = torch.cat(parts).tolist()  # the epoch's one host sync
-        if on_steps is not None:
-            metrics, step_losses = metrics[: -step.steps], metrics[-step.steps :]
+        step_losses = losses if on_steps is not None else None
+        host = _to_host(_epoch_measures(step, trained, splits, settings, step_losses))
         seconds = time.perf_counter() - start
         loop_seconds += seconds
         result.train_seconds.append(timer.seconds())
-        values = [epoch, *metrics[:4], optimizer_cfg["lr"], seconds, *metrics[4:]]
-        row = dict(zip(columns, values, strict=True))
+        row = _row(columns, epoch, host, optimizer_cfg["lr"], seconds)
         result.rows.append(row)
         if on_steps is not None:
-            on_steps(epoch, step_losses)
+            on_steps(epoch, host["step_losses"])
         if on_epoch is not None:
             on_epoch(row)
-        if diverged(row, trainer_cfg.get("divergence_loss")):
+        if diverged(row, settings.divergence_loss):
             result.status = "diverged"
             break
         if row["val_loss"] < best_loss:
-            best_loss = row["val_loss"]
-            result.best_epoch = epoch
+            best_loss, result.best_epoch = row["val_loss"], epoch
             result.best_state = {k: v.detach().clone() for k, v in trained.state_dict().items()}
-        if stopping["enabled"] and stopper.step(row["val_loss"]):
+        if settings.early_stopping.enabled and stopper.step(row["val_loss"]):
             result.stopped_early = True
             break
 

@@ -22,7 +22,9 @@ import math
 import torch
 from torch import nn
 
-from fitscope.models import ACTIVATIONS
+from fitscope.config import ACTIVATIONS
+from fitscope.rundir import GRADIENT_COLUMNS, layer_column
+from fitscope.train.models import activation_class
 
 DIAGNOSTIC_BATCH = 1024
 DEAD_FAMILY = ("relu", "leaky", "elu", "selu", "gelu", "silu", "mish", "softplus")
@@ -36,8 +38,8 @@ SATURATION = {
 def activation_of(model: nn.Module) -> str | None:
     """The `activation` config name of the model's first activation module."""
     for module in model.modules():
-        for name, cls in ACTIVATIONS.items():
-            if type(module) is cls:
+        for name in ACTIVATIONS:
+            if type(module) is activation_class(name):
                 return name
     return None
 
@@ -64,12 +66,12 @@ def unit_measure(activation: str | None) -> str | None:
 def diagnostic_columns(model: nn.Module, activation: str | None) -> list[str]:
     """The `metrics.csv` columns that `GradientMonitor` and `activation_statistics` fill."""
     names = layer_names(model)
-    columns = [f"grad_norm_{n}" for n in names] + ["grad_norm_total", "clip_fraction"]
+    columns = [layer_column("grad_norm", n) for n in names] + list(GRADIENT_COLUMNS)
     measure = unit_measure(activation)
     for hidden in names[:-1]:
-        columns += [f"act_mean_{hidden}", f"act_std_{hidden}"]
+        columns += [layer_column("act_mean", hidden), layer_column("act_std", hidden)]
         if measure:
-            columns.append(f"{measure}_{hidden}")
+            columns.append(layer_column(measure, hidden))
     return columns
 
 

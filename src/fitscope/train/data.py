@@ -11,6 +11,7 @@ process loads, normalizes and copies each dataset to the device once.
 from __future__ import annotations
 
 import functools
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,7 @@ import torch
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from fitscope import FitscopeError
-
-TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
-EMBEDDED_DATASETS = ("mnist5k", "digits")
-DATASETS = EMBEDDED_DATASETS + tuple(TORCHVISION_DATASETS)
+from fitscope.config import DATASETS, TORCHVISION_DATASETS
 
 
 class DataError(FitscopeError):
@@ -145,6 +143,12 @@ def _cached_splits(data_items: tuple[tuple[str, Any], ...], device: str) -> Spli
     return _make_splits(dict(data_items), torch.device(device))
 
 
+def clear_cache() -> None:
+    """Forget the raw arrays and prepared splits this process holds."""
+    load_arrays.cache_clear()
+    _cached_splits.cache_clear()
+
+
 def _make_splits(data: Mapping[str, Any], device: torch.device) -> Splits:
     images, labels, test_images, test_labels = load_arrays(
         data["name"], data.get("root"), bool(data.get("download", False))
@@ -178,3 +182,27 @@ def _make_splits(data: Mapping[str, Any], device: torch.device) -> Splits:
     x_test, y_test = prepared(features(test_images), test_labels)
     n_classes = int(max(labels.max(), test_labels.max())) + 1
     return Splits(x_train, y_train, x_val, y_val, x_test, y_test, n_classes)
+
+
+def write_idx_dataset(
+    root: Path, folder: str = "MNIST", n_train: int = 120, n_test: int = 40
+) -> Path:
+    """Generated 28x28 digit-like images in MNIST's file format (IDX), as torchvision expects them
+    under `root/<folder>/raw` (MNIST, FashionMNIST, KMNIST): classes take turns, and each gets a
+    bright bar in its own rows over noise, so the data is learnable. For the tests and the
+    benchmark, which cannot download MNIST; returns `root`."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
+        rows = 2 * labels[:, None] + np.arange(3)[None, :]
+        images[np.arange(n)[:, None], rows, :] = 250
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+            struct.pack(">IIII", 0x0803, n, 28, 28) + images.tobytes()
+        )
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            struct.pack(">II", 0x0801, n) + labels.tobytes()
+        )
+    return root

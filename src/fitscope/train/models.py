@@ -1,4 +1,5 @@
-"""The model stage: MLPs built from the `model` and `activation` config groups."""
+"""The model stage: MLPs built from the `model` and `activation` config groups, and the
+`best.pt` checkpoint that saves and loads them."""
 
 from __future__ import annotations
 
@@ -10,19 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-# The `activation` group's `name` -> module; every other key of the group is passed to it.
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "leaky": nn.LeakyReLU,
-    "selu": nn.SELU,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "softplus": nn.Softplus,
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "mish": nn.Mish,
-}
+from fitscope.config import ACTIVATIONS, INITS
 
 # What `model.init=auto` picks for each activation.
 AUTO_INIT: dict[str, str] = {
@@ -37,13 +26,17 @@ AUTO_INIT: dict[str, str] = {
     "sigmoid": "xavier",
     "tanh": "xavier",
 }
-INITS = ("auto", "default", "kaiming", "lecun", "xavier", "orthogonal")
+
+
+def activation_class(name: str) -> type[nn.Module]:
+    """The torch.nn module class an `activation.name` builds (`fitscope.config.ACTIVATIONS`)."""
+    return getattr(nn, ACTIVATIONS[name])
 
 
 def make_activation(activation: Mapping[str, Any]) -> nn.Module:
     """The module for an `activation` config, e.g. {"name": "leaky", "negative_slope": 0.1}."""
     params = {key: value for key, value in activation.items() if key != "name"}
-    return ACTIVATIONS[activation["name"]](**params)
+    return activation_class(activation["name"])(**params)
 
 
 def resolve_init(init: str, activation_name: str) -> str:
@@ -118,6 +111,14 @@ def build_mlp(
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def save_checkpoint(
+    path: Path, state_dict: Mapping[str, torch.Tensor], model_args: Mapping[str, Any], epoch: int
+) -> None:
+    """The weights `state_dict` (moved to the CPU) with what `load_checkpoint` needs."""
+    cpu_state = {key: tensor.detach().cpu() for key, tensor in state_dict.items()}
+    torch.save({"state_dict": cpu_state, "model_args": dict(model_args), "epoch": epoch}, path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Sequential:

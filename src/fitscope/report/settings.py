@@ -1,0 +1,66 @@
+"""The report's settings: the `report` config group, typed and checked with the same rules as
+a run's config (`fitscope.config`).
+
+Their one source of defaults is the group's YAML file, which ships inside the package
+(fitscope/conf/report/default.yaml), so every install finds it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from fitscope.config import check_values
+from fitscope.rundir import read_sweep_section
+
+
+@functools.cache
+def default_values() -> dict[str, Any]:
+    """The `report` group's defaults: conf/report/default.yaml, found through the package."""
+    text = (resources.files("fitscope.conf") / "report" / "default.yaml").read_text()
+    return OmegaConf.to_container(OmegaConf.create(text))
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """Where the report goes, early stopping and the fit-diagnosis thresholds (each key is
+    explained in fitscope/conf/report/default.yaml and in the README's Reports section)."""
+
+    enabled: bool
+    dir: str
+    name: str | None
+    patience: int
+    min_delta: float
+    overfit_rise: float
+    underfit_train_acc: float
+    converge_window: float
+    converge_tol: float
+    vanishing_ratio: float
+    exploding_norm: float
+
+    @classmethod
+    def from_mapping(
+        cls, values: Mapping[str, Any] | None = None, **overrides: Any
+    ) -> ReportSettings:
+        """Settings from a `report` section (keys it lacks take the defaults) and `overrides`
+        (None keeps the value); `ConfigError` for a value the rules refuse."""
+        merged = {**default_values(), **(values or {})}
+        merged.update({key: value for key, value in overrides.items() if value is not None})
+        check_values({"report": merged}, sections=("report",))
+        return cls(**{f.name: merged[f.name] for f in fields(cls)})
+
+
+def sweep_settings(folders: Sequence[Path]) -> dict[str, Any] | None:
+    """The `report` section the first of `folders` that is a sweep folder ran with (from its
+    multirun.yaml); None when none has one."""
+    for folder in folders:
+        section = read_sweep_section(Path(folder), "report")
+        if section is not None:
+            return section
+    return None

@@ -1,0 +1,121 @@
+"""A run's config, validated once: every rule of `fitscope.config`, then the rules that need
+torch (the device exists, CUDA graphs need CUDA, an activation's own parameters), and the
+`trainer` group as a frozen, typed `TrainerSettings` with what depends on the machine resolved.
+
+The runner, the benchmark and the tests all build their settings with `validate`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from fitscope import config
+from fitscope.config import ConfigError
+from fitscope.train.models import activation_class
+
+
+@dataclass(frozen=True)
+class EarlyStoppingSettings:
+    enabled: bool  # stop training when validation loss stops improving
+    patience: int  # epochs without an improvement larger than min_delta before stopping
+    min_delta: float
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """The `trainer` group (see conf/trainer/default.yaml), resolved for this machine."""
+
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    device: torch.device  # `auto` resolved
+    seed: int
+    deterministic: bool
+    diagnostics: bool
+    compile: str  # how a step runs: graph, torch_compile or none (`auto` resolved)
+    graph_fallback: bool  # `auto` chose graph: a failed capture trains eagerly, not an error
+    precision: str
+    tf32: bool
+    divergence_loss: float | None
+    early_stopping: EarlyStoppingSettings
+    console: str
+
+
+def validate(cfg: DictConfig | Mapping[str, Any]) -> tuple[dict[str, Any], TrainerSettings]:
+    """The resolved config as plain containers and its trainer settings; `ConfigError` (one
+    line: key, value, what is allowed) for the first value that is not allowed."""
+    plain = config.validate(cfg)
+    _check_activation_params(plain["activation"])
+    return plain, trainer_settings(plain["trainer"])
+
+
+def trainer_settings(trainer: Mapping[str, Any]) -> TrainerSettings:
+    """`TrainerSettings` from a `trainer` section whose values passed `fitscope.config`."""
+    device = resolve_device(trainer["device"])
+    return TrainerSettings(
+        epochs=trainer["epochs"],
+        batch_size=trainer["batch_size"],
+        eval_batch_size=trainer["eval_batch_size"],
+        device=device,
+        seed=trainer["seed"],
+        deterministic=trainer["deterministic"],
+        diagnostics=trainer["diagnostics"],
+        compile=_resolve_compile(trainer["compile"], trainer["device"], device),
+        graph_fallback=trainer["compile"] == "auto",
+        precision=trainer["precision"],
+        tf32=trainer["tf32"],
+        divergence_loss=trainer["divergence_loss"],
+        early_stopping=EarlyStoppingSettings(**trainer["early_stopping"]),
+        console=trainer["console"],
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device `trainer.device` names; `auto` is cuda, then mps, then cpu."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            raise ConfigError(
+                f"trainer.device={name} is invalid: this machine has {count} CUDA device(s); "
+                "use trainer.device=auto or cpu"
+            )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.device=mps is invalid: MPS is not available; use auto or cpu")
+    return torch.device(name)
+
+
+def _resolve_compile(mode: str, device_name: str, device: torch.device) -> str:
+    """The step `trainer.compile=mode` means on `device`: `auto` is graph on CUDA, else none."""
+    if mode == "auto":
+        return "graph" if device.type == "cuda" else "none"
+    if mode == "graph" and device.type != "cuda":
+        raise ConfigError(
+            f"trainer.compile=graph is invalid on {device.type} (trainer.device={device_name}): "
+            "CUDA graphs need a CUDA device; expected auto, torch_compile or none"
+        )
+    return mode
+
+
+def _check_activation_params(activation: Mapping[str, Any]) -> None:
+    accepted = set(inspect.signature(activation_class(activation["name"])).parameters)
+    accepted -= {"inplace", "approximate"}
+    for key in activation:
+        if key != "name" and key not in accepted:
+            allowed = ", ".join(sorted(accepted)) or "none"
+            raise ConfigError(
+                f"activation.{key} is not a parameter of activation={activation['name']}: "
+                f"its parameters are {allowed}"
+            )
