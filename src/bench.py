@@ -40,9 +40,11 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from fitscope import FitscopeError
+from fitscope.config import show_value
 from fitscope.train.data import make_splits, write_idx_dataset
+from fitscope.train.environment import device_name
 from fitscope.train.loop import FitResult, fit
-from fitscope.train.models import build_mlp
+from fitscope.train.models import build_mlp, mlp_args
 from fitscope.train.settings import TrainerSettings, validate
 from fitscope.train.steps import set_math_modes
 
@@ -79,10 +81,7 @@ def tutorial_config(
 def build_model(config: Mapping[str, Any], n_features: int, n_classes: int) -> torch.nn.Module:
     """The config's MLP (seeded with `trainer.seed`), as a run builds it."""
     torch.manual_seed(config["trainer"]["seed"])
-    model = config["model"]
-    keys = ("depth", "width", "dropout", "init", "final_activation")
-    args = {key: model[key] for key in keys}
-    return build_mlp(n_features, n_classes, activation=config["activation"], **args)
+    return build_mlp(**mlp_args(config, n_features, n_classes))
 
 
 def sync(device: torch.device) -> None:
@@ -162,7 +161,7 @@ def step_configs(
             args.device,
             f"trainer.compile={compile}",
             f"trainer.precision={precision}",
-            f"trainer.diagnostics={str(diagnostics).lower()}",
+            f"trainer.diagnostics={show_value(diagnostics)}",
             f"trainer.epochs={epochs + 1}",  # the first epoch pays warm-up (and compilation)
         )
         for compile, precision in modes
@@ -250,13 +249,13 @@ def main() -> None:
             config, settings = tutorial_config(root, args.device)
             timed = step_configs(args, root, settings.device, epochs)
         except FitscopeError as error:
-            sys.exit(f"bench.py: {error}")
+            print(f"bench.py: {error}", file=sys.stderr)
+            sys.exit(2)
         device = settings.device
         set_math_modes(settings)  # trainer.tf32's default (true), for every loop here
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
         print(
-            f"device: {name}; torch {torch.__version__}; {n_train:,} x 28 x 28 generated images, "
-            f"MLP 784-200-200-10, SGD lr 0.01, batch 200"
+            f"device: {device_name(device)}; torch {torch.__version__}; {n_train:,} x 28 x 28 "
+            "generated images, MLP 784-200-200-10, SGD lr 0.01, batch 200"
         )
         write_idx_dataset(root, "MNIST", n_train, n_test)
         tutorial = tutorial_epoch_seconds(root, config, device, epochs)

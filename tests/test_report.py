@@ -12,7 +12,6 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_cfg, quick_cfg
-from fitscope.config import show_value
 from fitscope.report import cli
 from fitscope.report.build import ReportError, build_report
 from fitscope.report.diff import diff_runs
@@ -358,13 +357,19 @@ def test_values_are_written_as_on_the_command_line(tmp_path):
     make_run(tmp_path / "s" / "1", config=with_changes(model__final_activation=True))
     broken = make_run(tmp_path / "s" / "2")  # its config cannot be read: no value for any key
     (broken / "config.yaml").write_text("model: [unclosed\n")
-    report = collect([tmp_path / "s"], SETTINGS)
-    labels = report.runs.set_index("run")["label"]
-    assert "model.final_activation=false " in labels["0"]
-    assert "model.final_activation=true " in labels["1"]
+    folder = build_report([tmp_path / "s"], in_folder(tmp_path / "reports"))
+    runs = pd.read_csv(folder / "runs.csv", dtype=str).set_index("run")
+    assert "model.final_activation=false " in runs.loc["0", "label"]
+    assert "model.final_activation=true " in runs.loc["1", "label"]
     # an integer stays an integer although another run has no value for its key
-    assert "model.depth=2 " in labels["0"] and "model.depth=null " in labels["2"]
-    assert report.runs["model.depth"].map(show_value).tolist() == ["2", "2", "null"]
+    assert "model.depth=2 " in runs.loc["0", "label"]
+    assert "model.depth=null " in runs.loc["2", "label"]
+    assert runs["model.depth"].fillna("").tolist() == ["2", "2", ""]
+    curves = pd.read_csv(folder / "curves.csv", dtype=str)
+    assert set(curves["model.depth"].fillna("")) == {"2", ""}
+    # every chart is drawn, a bool key and a key some runs lack included
+    for key in ("model.final_activation", "model.depth"):
+        assert (folder / f"val_by_{key}.png").is_file()
 
 
 def test_report_defaults_are_the_report_groups_yaml():
@@ -407,3 +412,9 @@ def test_trainer_stop_and_report_early_stopping_epoch_have_their_own_names(tmp_p
     assert summary["trainer_stop_epoch"] == early_stopping_epoch(losses, 2)
     assert row["early_stopping_epoch"] == early_stopping_epoch(losses, 6)
     assert summary["trainer_stop_epoch"] < row["early_stopping_epoch"]
+
+
+def test_diff_writes_lists_as_on_the_command_line(tmp_path):
+    a = make_run(tmp_path / "a", config=with_changes(optimizer__betas=[0.9, 0.999]))
+    b = make_run(tmp_path / "b", config=with_changes(optimizer__betas=[0.8, 0.999]))
+    assert diff_runs(a, b).splitlines()[0] == "optimizer.betas: [0.9,0.999] → [0.8,0.999]"

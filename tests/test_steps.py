@@ -63,8 +63,11 @@ TRAINER = validate(
 
 
 def trainer(**changes):
-    """`TRAINER` with changes. `compile="graph"` gives the graph step uncaptured on the CPU: the
+    """`TRAINER` with changes. `compile="graph"` is `trainer.compile=graph`: a failed capture is
+    an error, never a silent eager fallback. On the CPU it gives the graph step uncaptured: the
     settings refuse it there for users (it would only be slower), the tests want its logic."""
+    if changes.get("compile") == "graph":
+        changes.setdefault("graph_fallback", False)
     return dataclasses.replace(TRAINER, **changes)
 
 

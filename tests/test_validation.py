@@ -104,3 +104,11 @@ def test_command_line_missing_dataset_says_where_it_looked(tmp_path):
     assert f"no MNIST files in {empty / 'MNIST' / 'raw'}" in result.stderr
     assert "set data.download=true" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_key_fitscope_does_not_know_never_ends_in_a_traceback():
+    for override in ("+trainer.early_stopping.mode=min", "+trainer.foo=1"):
+        try:
+            validate(compose_cfg(override))
+        except ConfigError:
+            pass  # a one-line refusal is fine; any other exception is a traceback

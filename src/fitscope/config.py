@@ -59,6 +59,8 @@ def is_display_key(key: str) -> bool:
 def show_value(value: Any) -> str:
     """A config value as the command line writes it: `null` for None (or a missing value read as
     NaN), `true`/`false`, integers as integers, lists as `[a,b]`."""
+    if hasattr(value, "item") and not isinstance(value, (list, tuple, str)):
+        value = value.item()  # a numpy scalar, as pandas hands values back
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "null"
     if isinstance(value, bool):
@@ -69,14 +71,14 @@ def show_value(value: Any) -> str:
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as dotted keys (`model.depth`), depth first; list values become JSON
-    text; empty sections leave no key."""
+    """A nested config as dotted keys (`model.depth`), depth first; a list value becomes its
+    command-line text (`[0.9,0.999]`); empty sections leave no key."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
         if isinstance(value, Mapping):
             flat.update(flatten_config(value, f"{prefix}{key}."))
         else:
-            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
+            flat[f"{prefix}{key}"] = show_value(value) if isinstance(value, list) else value
     return flat
 
 
@@ -243,7 +245,7 @@ def check_values(config: Mapping[str, Any], sections: Iterable[str] | None = Non
             raise ConfigError(f"{key}={show_value(value)} is invalid: expected {allowed}")
 
 
-def validate(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+def check_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """Check every value of a run's config and how values depend on each other; return the
     resolved config as plain containers."""
     config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)

@@ -4,7 +4,8 @@ format, both sides of it: what the trainer writes and how the report reads it ba
 A run folder holds (names below):
 - `metrics.csv`: one row per epoch, `EPOCH_COLUMNS` then the diagnostics' columns
   (`layer_column`), flushed as each epoch ends, so a killed run keeps its finished epochs;
-- `summary.json`: status (`STATUSES`) and results, rewritten atomically (never half-written);
+- `summary.json`: status (`running`, `completed`, `diverged`, `failed`) and results, rewritten
+  atomically (never half-written);
 - `config.yaml`: the resolved config; `.hydra/`: Hydra's own record;
 - `best.pt`: the best epoch's weights (written and loaded by `fitscope.train.models`).
 
@@ -37,7 +38,6 @@ CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "best.pt"
 SWEEP_FILE = "multirun.yaml"  # in a sweep folder: Hydra's record of the sweep's config
 RUN_MARKERS = (SUMMARY_FILE, METRICS_FILE, ".hydra")
-STATUSES = ("running", "completed", "diverged", "failed")
 
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 SPLIT_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")

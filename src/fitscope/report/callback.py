@@ -16,6 +16,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from fitscope.report.settings import ReportSettings
 from fitscope.rundir import SUMMARY_FILE
 
 log = logging.getLogger("fitscope")
@@ -66,14 +67,14 @@ class ReportCallback(Callback):
                 "config and were skipped"
             )
         section = config.get("report")
-        values = OmegaConf.to_container(section, resolve=True) if section is not None else {}
-        if not values.get("enabled", True):
-            return
         try:
+            settings = ReportSettings.from_mapping(
+                OmegaConf.to_container(section, resolve=True) if section is not None else None
+            )
+            if not settings.enabled:
+                return
             from fitscope.report.build import build_report  # matplotlib only when it draws
-            from fitscope.report.settings import ReportSettings
 
-            settings = ReportSettings.from_mapping(values)
             folder = build_report([sweep_dir], settings, settings.name)
         except Exception as error:  # the runs are done: a report problem must not hide them
             log.error(f"report not built ({error}); build it with: {report_command(sweep_dir)}")

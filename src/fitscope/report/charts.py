@@ -1,8 +1,9 @@
 """Report charts: matplotlib PNGs drawn on `matplotlib.figure.Figure` objects, so they need no
 display, no backend switch and no pyplot state.
 
-Each function takes the report's frames and a file path, draws one figure and returns the path,
-or None when the runs give it nothing to show.
+Each chart function takes the report's frames and a file path, draws one figure and returns
+the path, or None when the runs give it nothing to show; `save` and `legend` are shared with
+`fitscope.report.layer_charts`.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = ReportSettings.from_mapping(
             sweep_settings(args.folders),
             dir=args.dir,
-            name=args.name,  # checked by the report.name rule; None keeps the default name
+            name=args.name,  # checked by the report.name rule (the name itself is passed below)
             patience=args.patience,
             min_delta=args.min_delta,
         )

@@ -177,6 +177,18 @@ def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     return joined[[c for c in columns if c in joined.columns]]
 
 
+def _as_read(frame: pd.DataFrame, runs: pd.DataFrame, varying: list[str]) -> pd.DataFrame:
+    """`frame` with each run's values of the varying keys as `runs` holds them, as read (object
+    dtype: concatenation would turn an int missing from one run into a float, a bool into
+    numpy's)."""
+    position = frame["run"].map({run: i for i, run in enumerate(runs["run"])}).to_numpy(int)
+    for key in varying:
+        values = np.empty(len(runs), dtype=object)
+        values[:] = runs[key].tolist()
+        frame[key] = pd.Series(values[position], index=frame.index, dtype=object)
+    return frame
+
+
 def collect(paths: Iterable[str | Path], settings: ReportSettings | None = None) -> Report:
     """Read every run folder in or under `paths` into a `Report`."""
     settings = settings or ReportSettings.from_mapping()
@@ -206,12 +218,12 @@ def collect(paths: Iterable[str | Path], settings: ReportSettings | None = None)
     for key in varying:  # as read: an int stays an int where another run has no value
         runs[key] = pd.Series([row[key] for row in rows], dtype=object)
     replicates = [k for k in REPLICATE_KEYS if k in varying]
+    curve_columns = ["run", "label", *varying, "epoch", "split", "metric", "value"]
+    layer_columns = ["run", "label", *varying, "epoch", "layer", "depth_index", *LAYER_MEASURES]
     return Report(
         runs=runs,
-        curves=_concat(curves, ["run", "label", *varying, "epoch", "split", "metric", "value"]),
-        layers=_concat(
-            layers, ["run", "label", *varying, "epoch", "layer", "depth_index", *LAYER_MEASURES]
-        ),
+        curves=_as_read(_concat(curves, curve_columns), runs, varying),
+        layers=_as_read(_concat(layers, layer_columns), runs, varying),
         configs=configs,
         varying=varying,
         groups=aggregate_replicates(runs, varying, replicates) if replicates else None,

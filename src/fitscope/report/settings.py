@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from fitscope import FitscopeError
 from fitscope.config import check_values
 from fitscope.rundir import read_sweep_section
 
@@ -23,7 +24,13 @@ from fitscope.rundir import read_sweep_section
 @functools.cache
 def default_values() -> dict[str, Any]:
     """The `report` group's defaults: conf/report/default.yaml, found through the package."""
-    text = (resources.files("fitscope.conf") / "report" / "default.yaml").read_text()
+    try:
+        text = (resources.files("fitscope.conf") / "report" / "default.yaml").read_text()
+    except ModuleNotFoundError:  # an install older than fitscope.conf
+        raise FitscopeError(
+            "the report's defaults (conf/report/default.yaml, package fitscope.conf) are not "
+            'installed: install fitscope again, e.g. python -m pip install -e ".[test]"'
+        ) from None
     return OmegaConf.to_container(OmegaConf.create(text))
 
 

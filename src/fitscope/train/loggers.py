@@ -17,6 +17,7 @@ import torch
 
 from fitscope import FitscopeError
 from fitscope.config import is_display_key
+from fitscope.rundir import GRADIENT_COLUMNS, parse_layer_column
 
 log = logging.getLogger("fitscope")
 logging.getLogger("visdom").setLevel(logging.WARNING)  # not its "Setting up a new session..."
@@ -59,7 +60,7 @@ class TensorBoardLogger:
             self.writer.add_scalar(f"loss/{split}", row[f"{split}_loss"], epoch)
             self.writer.add_scalar(f"accuracy/{split}", row[f"{split}_acc"], epoch)
         for key, value in row.items():
-            if key.startswith(("grad_norm", "clip_", "act_", "dead_", "saturated_")):
+            if parse_layer_column(key) or key in GRADIENT_COLUMNS:
                 self.writer.add_scalar(f"diagnostics/{key}", value, epoch)
         self.writer.flush()
 

@@ -79,6 +79,18 @@ def initialize(model: nn.Module, scheme: str, activation: Mapping[str, Any]) -> 
         nn.init.zeros_(layer.bias)
 
 
+def mlp_args(config: Mapping[str, Any], in_features: int, n_classes: int) -> dict[str, Any]:
+    """The arguments of `build_mlp` (and of `best.pt`) for a run's config and data shape."""
+    model = config["model"]
+    keys = ("depth", "width", "dropout", "init", "final_activation")
+    return {
+        "in_features": in_features,
+        "n_classes": n_classes,
+        **{key: model[key] for key in keys},
+        "activation": config["activation"],
+    }
+
+
 def build_mlp(
     in_features: int,
     n_classes: int,

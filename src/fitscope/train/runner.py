@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fitscope import FitscopeError
-from fitscope.config import config_hash, flatten_config, is_display_key
+from fitscope.config import config_hash, flatten_config, is_display_key, show_value
 from fitscope.rundir import (
     CHECKPOINT_FILE,
     METRICS_FILE,
@@ -36,7 +36,7 @@ from fitscope.train.environment import device_name, git_state, library_versions
 from fitscope.train.graph import GRAPH_CACHE
 from fitscope.train.loggers import make_loggers, prediction_grid
 from fitscope.train.loop import FitResult, evaluate, fit, metric_columns
-from fitscope.train.models import build_mlp, count_parameters, save_checkpoint
+from fitscope.train.models import build_mlp, count_parameters, mlp_args, save_checkpoint
 from fitscope.train.resume import completed_run
 from fitscope.train.settings import TrainerSettings, validate
 from fitscope.train.steps import set_math_modes
@@ -127,7 +127,7 @@ def _hparams(config: Mapping[str, Any]) -> dict[str, Any]:
     """The run's config as flat scalar hyperparameters, for TensorBoard's HParams."""
     flat = flatten_config(config)
     return {
-        k: v if isinstance(v, (int, float, str, bool)) else str(v)
+        k: v if isinstance(v, (int, float, str, bool)) else show_value(v)
         for k, v in flat.items()
         if not is_display_key(k)
     }
@@ -151,7 +151,7 @@ def _train(
         torch.cuda.reset_peak_memory_stats(device)
     splits = make_splits(config["data"], device)
     torch.manual_seed(settings.seed)
-    model_args = _model_args(config, splits)
+    model_args = mlp_args(config, splits.n_features, splits.n_classes)
     model = build_mlp(**model_args).to(device)
     summary.update(_environment(model, splits, device))
     result = _fit_recorded(model, splits, config["optimizer"], settings, out_dir, console, loggers)
@@ -169,18 +169,6 @@ def _train(
             gpu_memory_peak_mib=torch.cuda.max_memory_allocated(device) / 2**20,
             gpu_memory_end_mib=torch.cuda.memory_allocated(device) / 2**20,
         )
-
-
-def _model_args(config: Mapping[str, Any], splits: Splits) -> dict[str, Any]:
-    """The arguments of `build_mlp` (and of `best.pt`) for this config and data."""
-    model = config["model"]
-    keys = ("depth", "width", "dropout", "init", "final_activation")
-    return {
-        "in_features": splits.n_features,
-        "n_classes": splits.n_classes,
-        **{key: model[key] for key in keys},
-        "activation": config["activation"],
-    }
 
 
 def _environment(model: torch.nn.Module, splits: Splits, device: torch.device) -> dict[str, Any]:
@@ -247,7 +235,7 @@ def _fit_summary(result: FitResult, settings: TrainerSettings) -> dict[str, Any]
         summary["error"] = (
             f"loss out of bounds at epoch {last['epoch']}: train {last['train_loss']:.4g}, "
             f"val {last['val_loss']:.4g} (allowed: finite and <= trainer.divergence_loss="
-            f"{settings.divergence_loss})"
+            f"{show_value(settings.divergence_loss)})"
         )
     return summary
 

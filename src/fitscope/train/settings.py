@@ -44,20 +44,20 @@ class TrainerSettings:
     tf32: bool
     divergence_loss: float | None
     early_stopping: EarlyStoppingSettings
-    console: str
+    # trainer.console is read by the runner before validation: a refused config gets its line too
 
 
 def validate(cfg: DictConfig | Mapping[str, Any]) -> tuple[dict[str, Any], TrainerSettings]:
     """The resolved config as plain containers and its trainer settings; `ConfigError` (one
     line: key, value, what is allowed) for the first value that is not allowed."""
-    plain = config.validate(cfg)
+    plain = config.check_config(cfg)
     _check_activation_params(plain["activation"])
     return plain, trainer_settings(plain["trainer"])
 
 
 def trainer_settings(trainer: Mapping[str, Any]) -> TrainerSettings:
     """`TrainerSettings` from a `trainer` section whose values passed `fitscope.config`."""
-    device = resolve_device(trainer["device"])
+    device, stopping = resolve_device(trainer["device"]), trainer["early_stopping"]
     return TrainerSettings(
         epochs=trainer["epochs"],
         batch_size=trainer["batch_size"],
@@ -71,8 +71,11 @@ def trainer_settings(trainer: Mapping[str, Any]) -> TrainerSettings:
         precision=trainer["precision"],
         tf32=trainer["tf32"],
         divergence_loss=trainer["divergence_loss"],
-        early_stopping=EarlyStoppingSettings(**trainer["early_stopping"]),
-        console=trainer["console"],
+        early_stopping=EarlyStoppingSettings(
+            enabled=stopping["enabled"],
+            patience=stopping["patience"],
+            min_delta=stopping["min_delta"],
+        ),
     )
 
 
