@@ -69,3 +69,21 @@ def test_auto_captures_and_memory_does_not_grow_from_run_to_run(tmp_path):
     assert len(GRAPH_CACHE) == GRAPH_CACHE_SIZE
     # once the cache is full, what stays allocated after a run no longer grows
     assert max(ends[GRAPH_CACHE_SIZE:]) <= max(ends[:GRAPH_CACHE_SIZE]) + 1.0
+
+
+def test_cached_graphs_never_share_a_capture_stream(splits):
+    """PyTorch hands out its 32 pooled streams in turn; a graph kept in the cache while more
+    than 32 others are captured and evicted must neither share its capture stream (whose cuBLAS
+    workspace some releases free with any graph captured on it) nor train differently."""
+    GRAPH_CACHE.clear()
+    adam = OPTIMIZERS["adam"]
+    kept = train(splits, adam, compile="graph", epochs=1, seed=1)
+    for width in range(8, 8 + 34):
+        train(splits, OPTIMIZERS["sgd"], compile="graph", epochs=1, width=width)
+        again = train(splits, adam, compile="graph", epochs=1, seed=1)  # keeps it cached
+        streams = [step.stream for step in GRAPH_CACHE.values()]
+        assert None not in streams and len(set(streams)) == len(streams)
+    assert_same_training(kept, again, rel=0)
+    cached = list(GRAPH_CACHE.values())
+    GRAPH_CACHE.clear()
+    assert all(step.graph is None for step in cached)  # destroyed now, not at garbage collection

@@ -22,6 +22,16 @@ A process keeps the last `GRAPH_CACHE_SIZE` graph steps (`GRAPH_CACHE`): a run w
 optimizer settings (all but the lr), batch size, precision and data match an earlier run of the
 same process reuses its captured graph after loading its own initial weights; a sweep over
 seeds or learning rates captures once.
+
+Capture streams. cuBLAS keeps one workspace (tens of MiB) per stream it has run on, and a
+captured graph keeps using the workspace of the stream it was captured on. Some PyTorch
+releases never free those workspaces, so a fresh stream per graph (PyTorch hands out 32 in
+turn) held up to 32 of them, about 2 GiB on an H100; others free a stream's workspaces when a
+graph captured on it is destroyed, so one stream shared by every graph would pull the workspace
+from under the graphs still cached. Hence one capture stream per cache slot: a cached graph
+never shares its stream with another live one, an evicted graph is destroyed at once
+(`GraphStep.release`, not whenever the garbage collector gets to it), and at most
+`GRAPH_CACHE_SIZE` workspaces are held, whichever the release.
 """
 
 from __future__ import annotations
@@ -64,7 +74,10 @@ class GraphStep(Step):
         x: torch.Tensor,
         y: torch.Tensor,
         capture: bool,
+        stream: torch.cuda.Stream | None = None,
     ) -> None:
+        if capture and stream is None:
+            raise ValueError("a captured graph step needs its capture stream")
         device = x.device
         self.lr = torch.tensor(float(optimizer_cfg["lr"]), device=device)
         optimizer = make_optimizer(
@@ -81,7 +94,8 @@ class GraphStep(Step):
         self.weight = weight / weight.sum(dim=1, keepdim=True)  # each step's mean, pads at 0
         self.index = torch.zeros(1, dtype=torch.long, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
-        self._prepare(capture)
+        self.stream = stream if capture else None
+        self._prepare()
 
     def _step(self) -> None:
         rows = self.order.index_select(0, self.index).view(-1)
@@ -94,11 +108,12 @@ class GraphStep(Step):
         self.losses.index_copy_(0, self.index, loss.detach().view(1))
         self.index += 1
 
-    def _prepare(self, capture: bool) -> None:
-        """Warm up (creating the optimizer state), capture if asked, restore the weights."""
+    def _prepare(self) -> None:
+        """Warm up (creating the optimizer state), capture if there is a capture stream,
+        restore the weights."""
         self.model.train()
         initial = [t.detach().clone() for t in self._weights()]
-        side = torch.cuda.Stream(self.device) if capture else None
+        side = self.stream
         if side is not None:
             side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
@@ -117,6 +132,14 @@ class GraphStep(Step):
                 self._step()
             self.graph = graph
         self.load(initial, float(self.lr))
+
+    def release(self) -> None:
+        """Destroy the captured graph now: its memory pool goes back and, on PyTorch releases
+        that do so, its stream's cuBLAS workspace is freed before another graph is captured on
+        that stream."""
+        if self.graph is not None:
+            self.graph.reset()
+            self.graph = None
 
     def _weights(self) -> list[torch.Tensor]:
         return [*self.model.parameters(), *self.model.buffers()]
@@ -150,8 +173,33 @@ class GraphStep(Step):
         return self.losses
 
 
-# Graph steps of this process, most recently used last.
-GRAPH_CACHE: OrderedDict[Hashable, GraphStep] = OrderedDict()
+class GraphCache(OrderedDict):
+    """Graph steps of this process, most recently used last. Whatever leaves it (eviction,
+    `clear`) is released at once."""
+
+    def popitem(self, last: bool = True) -> tuple[Hashable, GraphStep]:
+        key, step = super().popitem(last=last)
+        step.release()
+        return key, step
+
+    def clear(self) -> None:
+        for step in self.values():
+            step.release()
+        super().clear()
+
+
+GRAPH_CACHE: GraphCache = GraphCache()
+# One capture stream per cache slot and device, made once (see the module docstring).
+_CAPTURE_STREAMS: dict[torch.device, list[torch.cuda.Stream]] = {}
+
+
+def _capture_stream(device: torch.device) -> torch.cuda.Stream:
+    """A capture stream of `device` that no cached graph step uses."""
+    if device not in _CAPTURE_STREAMS:
+        # consecutive streams of PyTorch's pool (32 per device), so all distinct
+        _CAPTURE_STREAMS[device] = [torch.cuda.Stream(device) for _ in range(GRAPH_CACHE_SIZE)]
+    used = {step.stream for step in GRAPH_CACHE.values() if step.stream is not None}
+    return next(s for s in _CAPTURE_STREAMS[device] if s not in used)
 
 
 def _graph_key(
@@ -190,10 +238,11 @@ def graph_step(
     key = _graph_key(model, optimizer_cfg, settings, x, y, capture)
     step = GRAPH_CACHE.pop(key, None)
     if step is None:
-        step = GraphStep(copy.deepcopy(model), optimizer_cfg, settings, x, y, capture)
+        while len(GRAPH_CACHE) >= GRAPH_CACHE_SIZE:
+            GRAPH_CACHE.popitem(last=False)  # before capture, so its stream is free again
+        stream = _capture_stream(x.device) if capture else None
+        step = GraphStep(copy.deepcopy(model), optimizer_cfg, settings, x, y, capture, stream)
     else:
         step.load([*model.parameters(), *model.buffers()], float(optimizer_cfg["lr"]))
     GRAPH_CACHE[key] = step
-    while len(GRAPH_CACHE) > GRAPH_CACHE_SIZE:
-        GRAPH_CACHE.popitem(last=False)
     return step
