@@ -230,7 +230,7 @@ def test_bad_step_settings_are_refused(override, message):
 
 
 def test_summary_says_how_the_steps_ran(tmp_path):
-    cfg = quick_cfg("trainer.epochs=2")
+    cfg = quick_cfg("trainer.epochs=2", "trainer.device=cpu")
     summary = run(cfg, tmp_path)
     assert read_summary(tmp_path)["compile"] == summary["compile"] == "none"  # auto on the CPU
     assert 0 < summary["train_s"] < summary["wall_time_s"]

@@ -144,10 +144,11 @@ def hand_written_loop(model, splits, optimizer, settings, drop_last=False):
     if optimizer["name"] == "momentum":
         args.update(momentum=optimizer["momentum"], nesterov=optimizer["nesterov"])
     sgd = torch.optim.SGD(model.parameters(), **args)
-    generator = torch.Generator().manual_seed(settings.seed)
     x, y = splits.x_train, splits.y_train
+    generator = torch.Generator(device=x.device).manual_seed(settings.seed)  # as fit draws them
     for _ in range(settings.epochs):
-        batches = torch.randperm(len(x), generator=generator).split(settings.batch_size)
+        permutation = torch.randperm(len(x), device=x.device, generator=generator)
+        batches = permutation.split(settings.batch_size)
         for rows in batches[:-1] if drop_last else batches:
             sgd.zero_grad()
             F.cross_entropy(model(x[rows]), y[rows]).backward()
@@ -163,7 +164,7 @@ def fit_config(*overrides):
     splits = make_splits(config["data"], settings.device)
     torch.manual_seed(settings.seed)
     model = build_mlp(64, 10, depth=2, width=16, activation=config["activation"])
-    return config, settings, splits, model
+    return config, settings, splits, model.to(settings.device)
 
 
 def assert_same_weights(a, b, same=True):
