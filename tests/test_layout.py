@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import os
+import site
 import subprocess
 import sys
 import textwrap
@@ -82,9 +84,18 @@ def test_report_from_a_non_editable_install_with_no_torch(tmp_path):
     wheels, venv, elsewhere = tmp_path / "wheels", tmp_path / "venv", tmp_path / "elsewhere"
     elsewhere.mkdir()
 
+    # the venv sees this machine's libraries through PYTHONPATH, not as a site folder, so no
+    # editable install of fitscope (its finder maps fitscope.conf to the checkout) leaks in
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(site.getsitepackages())}
+
     def call(*command: str | Path, cwd: Path = elsewhere) -> subprocess.CompletedProcess:
         result = subprocess.run(
-            [str(c) for c in command], cwd=cwd, capture_output=True, text=True, timeout=600
+            [str(c) for c in command],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
         )
         assert result.returncode == 0, result.stdout + result.stderr
         return result
@@ -95,7 +106,7 @@ def test_report_from_a_non_editable_install_with_no_torch(tmp_path):
     call(sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-w", wheels, REPO)
     # the libraries come from this machine, fitscope from its wheel: `pip install .` as a user
     # would, without a second download of torch, which the report must not need anyway
-    call(sys.executable, "-m", "venv", "--system-site-packages", venv)
+    call(sys.executable, "-m", "venv", venv)
     python = venv / "bin" / "python"
     call(python, "-m", "pip", "install", "--no-deps", "--no-index", *wheels.glob("*.whl"))
     no_torch = textwrap.dedent(
@@ -112,6 +123,9 @@ def test_report_from_a_non_editable_install_with_no_torch(tmp_path):
     runs = pd.read_csv(tmp_path / "reports" / "sweep" / "runs.csv")
     assert runs["activation.name"].tolist() == ["relu", "tanh"]
     assert runs["early_stopping_epoch"].notna().all()  # report.patience came from the package
-    # and `python src/report.py` from another working directory
+    # and `python src/report.py` of a checkout, from another working directory: the script's
+    # folder comes first on sys.path, so fitscope is the checkout's, whose conf/ is beside src/
+    checkout = call(python, "-c", "import fitscope; print(fitscope.__file__)", cwd=REPO / "src")
+    assert checkout.stdout.startswith(str(REPO / "src"))
     call(python, REPO / "src" / "report.py", tmp_path / "sweep", "--name", "again")
     assert (elsewhere / "reports" / "again" / "report.html").is_file()

@@ -2,7 +2,8 @@
 a run's config (`fitscope.config`).
 
 Their one source of defaults is the group's YAML file, which ships inside the package
-(fitscope/conf/report/default.yaml), so every install finds it.
+(fitscope/conf/report/default.yaml), so every install finds it; a checkout imported from src/
+finds it beside src/, in conf/.
 """
 
 from __future__ import annotations
@@ -21,16 +22,25 @@ from fitscope.config import check_values
 from fitscope.rundir import read_sweep_section
 
 
+# A checkout's config groups, beside src/: what `python src/report.py` imports fitscope from
+# (a script's folder comes first on sys.path), where only an install maps fitscope.conf.
+CHECKOUT_CONF = Path(__file__).resolve().parents[3] / "conf"
+
+
 @functools.cache
 def default_values() -> dict[str, Any]:
-    """The `report` group's defaults: conf/report/default.yaml, found through the package."""
+    """The `report` group's defaults: conf/report/default.yaml, found through the package, or
+    beside src/ when fitscope is imported from a checkout."""
     try:
         text = (resources.files("fitscope.conf") / "report" / "default.yaml").read_text()
-    except ModuleNotFoundError:  # an install older than fitscope.conf
-        raise FitscopeError(
-            "the report's defaults (conf/report/default.yaml, package fitscope.conf) are not "
-            'installed: install fitscope again, e.g. python -m pip install -e ".[test]"'
-        ) from None
+    except ModuleNotFoundError:
+        checkout = CHECKOUT_CONF / "report" / "default.yaml"
+        if not checkout.is_file():  # an install older than fitscope.conf
+            raise FitscopeError(
+                "the report's defaults (conf/report/default.yaml, package fitscope.conf) are not "
+                'installed: install fitscope again, e.g. python -m pip install -e ".[test]"'
+            ) from None
+        text = checkout.read_text()
     return OmegaConf.to_container(OmegaConf.create(text))
 
 
