@@ -384,8 +384,11 @@ def test_report_defaults_are_the_report_groups_yaml():
     ("option", "message"),
     [
         (["--patience", "0"], "report.patience=0 is invalid: expected an integer >= 1"),
-        (["--min-delta", "-1"], "report.min_delta=-1.0 is invalid: expected a number >= 0"),
+        (["--min-delta", "-1"], "report.min_delta=-1.0 is invalid: expected a finite number >= 0"),
+        (["--min-delta", "nan"], "report.min_delta=nan is invalid: expected a finite number >= 0"),
         (["--name", "a/b"], "report.name=a/b is invalid: expected null or a folder name"),
+        (["--name", ".."], "report.name=.. is invalid: expected null or a folder name"),
+        (["--name", "/abs"], "report.name=/abs is invalid: expected null or a folder name"),
     ],
 )
 def test_report_command_refuses_bad_settings_in_one_line(tmp_path, capsys, option, message):

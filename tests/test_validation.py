@@ -14,7 +14,11 @@ from fitscope.train.settings import validate
 BAD_VALUES = [
     ("model.depth=-1", "an integer >= 0"),
     ("model.width=0", "an integer >= 1"),
-    ("optimizer.lr=0", "a number > 0"),
+    ("optimizer.lr=0", "a finite number > 0"),
+    ("optimizer.lr=nan", "a finite number > 0"),
+    ("optimizer.lr=inf", "a finite number > 0"),
+    ("optimizer.weight_decay=nan", "a finite number >= 0"),
+    ("trainer.divergence_loss=inf", "null or a finite number > 0"),
     ("trainer.batch_size=0", "an integer >= 1"),
     ("trainer.epochs=0", "an integer >= 1"),
     ("data.val_fraction=1.5", "a number in (0, 1)"),
@@ -22,13 +26,15 @@ BAD_VALUES = [
     ("model.depth=abc", "an integer >= 0"),
     ("model.final_activation=maybe", "true or false"),
     ("model.init=magic", "one of auto, default"),
-    ("optimizer.grad_clip=-1", "null or a number > 0"),
+    ("optimizer.grad_clip=-1", "null or a finite number > 0"),
     ("trainer.device=tpu", "auto, cpu, cuda, cuda:N or mps"),
     ("trainer.console=loud", "one of auto, epochs, runs, quiet"),
     ("trainer.early_stopping.patience=0", "an integer >= 1"),
     ("report.patience=0", "an integer >= 1"),
     ("report.underfit_train_acc=2", "a number in [0, 1]"),
     ("report.name=a/b", "null or a folder name"),
+    ("report.name=..", "null or a folder name"),
+    ("report.name=.", "null or a folder name"),
 ]
 
 
@@ -106,9 +112,22 @@ def test_command_line_missing_dataset_says_where_it_looked(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_a_key_fitscope_does_not_know_never_ends_in_a_traceback():
-    for override in ("+trainer.early_stopping.mode=min", "+trainer.foo=1"):
-        try:
-            validate(compose_cfg(override))
-        except ConfigError:
-            pass  # a one-line refusal is fine; any other exception is a traceback
+UNKNOWN_KEYS = [
+    ("+model.dpeth=3", "did you mean model.depth?"),  # Hydra's own hint for model.dpeth=3
+    ("+trainer.epoch=3", "did you mean trainer.epochs?"),
+    ("+lr=0.1", "did you mean optimizer.lr?"),
+    ("+trainer.early_stopping.mode=min", "trainer.early_stopping."),
+    ("+report.patiense=2", "did you mean report.patience?"),
+    ("+foo.bar=1", "the keys are listed in conf/"),
+]
+
+
+@pytest.mark.parametrize(("override", "hint"), UNKNOWN_KEYS, ids=[u[0] for u in UNKNOWN_KEYS])
+def test_a_key_fitscope_does_not_know_is_refused_with_the_nearest_known_one(override, hint):
+    with pytest.raises(ConfigError) as error:
+        validate(compose_cfg(override))
+    key_value = override.removeprefix("+")
+    key = key_value.partition("=")[0]
+    message = str(error.value)
+    assert message.startswith(f"{key_value} is invalid: fitscope has no key {key}; ")
+    assert hint in message and "\n" not in message

@@ -9,6 +9,7 @@ trainer settings are built (`fitscope.train.settings`).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -103,7 +104,8 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float: NaN and infinity are never a setting."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def integer(low: int) -> Rule:
@@ -120,7 +122,7 @@ def number(
 
     left = "(" if low_open else "["
     if high is None:
-        return check, f"a number {'>' if low_open else '>='} {low:g}"
+        return check, f"a finite number {'>' if low_open else '>='} {low:g}"
     return check, f"a number in {left}{low:g}, {high:g}{')' if high_open else ']'}"
 
 
@@ -130,14 +132,25 @@ def one_of(*choices: str) -> Rule:
 
 BOOLEAN: Rule = ((lambda v: isinstance(v, bool)), "true or false")
 PATH: Rule = ((lambda v: isinstance(v, str) and v != ""), "a non-empty path")
+
+
+def _is_folder_name(value: Any) -> bool:
+    """One path component: no separator, not `.` or `..`, so it stays inside its parent."""
+    return (
+        isinstance(value, str)
+        and re.fullmatch(r"[\w.+-]+", value) is not None
+        and value not in (".", "..")
+    )
+
+
 NULL_OR_NAME: Rule = (
-    (lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[\w.+-]+", v) is not None)),
-    "null or a folder name (letters, digits, _ . + -)",
+    (lambda v: v is None or _is_folder_name(v)),
+    "null or a folder name (letters, digits, _ . + -; not . or ..)",
 )
 NULL_OR_FOLDS: Rule = ((lambda v: v is None or (_is_int(v) and v >= 2)), "null or an integer >= 2")
 NULL_OR_POSITIVE: Rule = (
     (lambda v: v is None or (_is_number(v) and v > 0)),
-    "null or a number > 0",
+    "null or a finite number > 0",
 )
 BETAS: Rule = (
     (
@@ -167,6 +180,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
         ("data.fold", integer(0), False),
         ("data.root", PATH, False),
         ("data.download", BOOLEAN, False),
+        ("model.name", one_of("mlp"), True),
         ("model.depth", integer(0), True),
         ("model.width", integer(1), True),
         ("model.dropout", number(0, 1), True),
@@ -230,6 +244,11 @@ def _lookup(container: Mapping[str, Any], key: str) -> Any:
     return node
 
 
+def _as_typed(value: Any) -> str:
+    """A refused value as the command line wrote it (NaN is `nan` here, not a missing value)."""
+    return "nan" if isinstance(value, float) and math.isnan(value) else show_value(value)
+
+
 def check_values(config: Mapping[str, Any], sections: Iterable[str] | None = None) -> None:
     """Raise `ConfigError` for the first value of `config` (plain nested containers) that a rule
     refuses, in `sections` only if given (`("report",)` checks the report's settings)."""
@@ -242,13 +261,37 @@ def check_values(config: Mapping[str, Any], sections: Iterable[str] | None = Non
             if required:
                 raise ConfigError(f"{key} is missing: expected {allowed}")
         elif not check(value):
-            raise ConfigError(f"{key}={show_value(value)} is invalid: expected {allowed}")
+            raise ConfigError(f"{key}={_as_typed(value)} is invalid: expected {allowed}")
+
+
+def nearest_key(key: str) -> str | None:
+    """The known key a mistyped one most likely meant: the closest spelling (`model.dpeth` ->
+    `model.depth`), else one with the same last part (`lr` -> `optimizer.lr`)."""
+    close = difflib.get_close_matches(key, RULES, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    leaf = key.rpartition(".")[2]
+    same_leaf = [k for k in RULES if k.rpartition(".")[2] == leaf]
+    return same_leaf[0] if len(same_leaf) == 1 else None
+
+
+def check_known_keys(config: Mapping[str, Any]) -> None:
+    """Raise `ConfigError` for the first key no rule knows (a typo that Hydra's `+key=value`
+    hint would otherwise add silently, training the default instead)."""
+    for key, value in flatten_config(config).items():
+        if key not in RULES:
+            nearest = nearest_key(key)
+            hint = f"did you mean {nearest}?" if nearest else "the keys are listed in conf/"
+            raise ConfigError(
+                f"{key}={show_value(value)} is invalid: fitscope has no key {key}; {hint}"
+            )
 
 
 def check_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """Check every value of a run's config and how values depend on each other; return the
-    resolved config as plain containers."""
+    """Check every key and value of a run's config and how values depend on each other; return
+    the resolved config as plain containers."""
     config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    check_known_keys(config)
     check_values(config)
     data, optimizer = config["data"], config["optimizer"]
     folds = data.get("folds")
