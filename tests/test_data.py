@@ -3,6 +3,9 @@ k-fold cross-validation."""
 
 from __future__ import annotations
 
+import sys
+from importlib.metadata import version
+
 import numpy as np
 import pytest
 import torch
@@ -117,3 +120,17 @@ def test_report_aggregates_folds_like_seeds(tmp_path):
     assert report.replicate_keys == ["data.fold"]
     assert report.groups["n"].tolist() == [3]
     assert report.groups["best_val_loss_std"].iloc[0] > 0
+
+
+def test_a_torchvision_that_cannot_be_imported_breaks_no_embedded_run(tmp_path, monkeypatch):
+    # a torchvision built for another torch fails on import; the embedded data never need it
+    from fitscope.train import environment
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision now fails
+    environment.library_versions.cache_clear()
+    try:
+        summary = run(quick_cfg(), tmp_path)
+    finally:
+        environment.library_versions.cache_clear()
+    assert summary["status"] == "completed", summary["error"]
+    assert summary["versions"]["torchvision"] == version("torchvision")  # read, not imported

@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
+import stat
 
 import pandas as pd
 import pytest
@@ -73,6 +75,20 @@ def test_summary_reports_best_epoch_and_test_with_best_weights(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_every_file_of_a_run_gets_the_permissions_the_umask_gives(tmp_path, umask):
+    # colleagues on shared storage read summary.json like every other file of the run
+    before = os.umask(umask)
+    try:
+        run(quick_cfg(), tmp_path / "run")
+    finally:
+        os.umask(before)
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files}
+    assert {"summary.json", "metrics.csv", "config.yaml"} <= set(modes)
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
 def test_early_stopping_really_stops(tmp_path):
     # Adam at a high rate overfits the small digits set within a few epochs.
     cfg = quick_cfg(
@@ -124,6 +140,18 @@ def test_nonfinite_loss_ends_run_as_diverged_and_keeps_rows(tmp_path):
     assert not math.isfinite(metrics["train_loss"].iloc[-1])
     assert "loss out of bounds at epoch" in summary["error"]
     assert read_summary(tmp_path)["status"] == "diverged"  # valid JSON despite NaN metrics
+
+
+@pytest.mark.parametrize(("lr", "best_pt"), [("1e6", False), ("0.01", True)])
+def test_the_run_folder_line_names_only_the_files_written(tmp_path, caplog, lr, best_pt):
+    cfg = quick_cfg("optimizer=sgd", f"optimizer.lr={lr}", "trainer.console=runs")
+    cfg.trainer.divergence_loss = None  # lr 1e6: no finite validation loss at epoch 1
+    with caplog.at_level("INFO", logger="fitscope"):
+        run(cfg, tmp_path)
+    [line] = [r.message for r in caplog.records if r.message.startswith("run folder: ")]
+    assert (tmp_path / "best.pt").exists() == best_pt
+    assert ("best.pt" in line) == best_pt
+    assert "metrics.csv, summary.json" in line
 
 
 @pytest.mark.slow

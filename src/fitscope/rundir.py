@@ -20,8 +20,8 @@ import io
 import json
 import os
 import re
+import secrets
 import shlex
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,13 +99,17 @@ class MetricsWriter:
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write `data` as JSON so that readers see the old file or the new one, never a part."""
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False
-    ) as tmp:
-        json.dump(data, tmp, indent=2, allow_nan=False, default=str)
-        tmp.write("\n")
-    os.replace(tmp.name, path)
+    """Write `data` as JSON so that readers see the old file or the new one, never a part. The
+    file gets the permissions of any file this process creates (0644 under the usual umask):
+    the temporary file is opened like one, not with tempfile's private 0600."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "x") as file:
+            json.dump(data, file, indent=2, allow_nan=False, default=str)
+            file.write("\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_config(cfg: Any, run_dir: Path) -> None:

@@ -83,4 +83,6 @@ class Console:
         elif self.show_runs:
             log.info(run_line(label, summary))
         if self.show_runs and not self.in_sweep and summary["status"] != "failed":
-            log.info(f"run folder: {run_dir} (metrics.csv, summary.json, best.pt)")
+            # best.pt exists when some epoch had a finite validation loss (summary "best")
+            files = ["metrics.csv", "summary.json"] + (["best.pt"] if summary.get("best") else [])
+            log.info(f"run folder: {run_dir} ({', '.join(files)})")

@@ -5,18 +5,29 @@ from __future__ import annotations
 import functools
 import platform
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
 
+def _installed_version(distribution: str) -> str | None:
+    """A library's version as installed, read without importing it."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 @functools.lru_cache(maxsize=1)
-def library_versions() -> dict[str, str]:
+def library_versions() -> dict[str, str | None]:
+    """The versions a run depends on. torchvision is read, never imported: a torchvision built
+    for another torch fails on import (`operator torchvision::nms does not exist`), and only
+    the torchvision datasets need it."""
     import hydra
     import numpy
     import omegaconf
-    import torchvision
 
     import fitscope
 
@@ -24,7 +35,7 @@ def library_versions() -> dict[str, str]:
         "fitscope": fitscope.__version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": _installed_version("torchvision"),
         "hydra": hydra.__version__,
         "omegaconf": omegaconf.__version__,
         "numpy": numpy.__version__,
