@@ -5,6 +5,10 @@ One job trains one MLP into its own run folder under multirun/. See README.md.
 
 from __future__ import annotations
 
+import re
+import shlex
+import shutil
+import sys
 from pathlib import Path
 
 import hydra
@@ -14,7 +18,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fitscope import FitscopeError
+from fitscope.config import ConfigError
+from fitscope.rundir import ENTRY_POINT, display_path
 from fitscope.train.runner import run
+
+# Hydra's own files in a job's folder, written before the job starts.
+HYDRA_FILES = {".hydra": {"config.yaml", "hydra.yaml", "overrides.yaml"}, "run.log": None}
+# Where the interrupted job was, for the line printed when Ctrl-C ends the process.
+_JOB: dict[str, str] = {}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -26,14 +37,59 @@ def main(cfg: DictConfig) -> float:
     overrides = list(hydra_cfg.overrides.task)
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
     label = f"#{hydra_cfg.job.num} {' '.join(overrides)}".strip() if in_sweep else "run"
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    folder = hydra_cfg.sweep.dir if in_sweep else display_path(out_dir)
+    _JOB.update(key="hydra.sweep.dir" if in_sweep else "hydra.run.dir", folder=folder)
     try:
-        summary = run(cfg, Path(hydra_cfg.runtime.output_dir), overrides, choices, in_sweep, label)
+        summary = run(cfg, out_dir, overrides, choices, in_sweep, label)
     except FitscopeError as error:
+        if isinstance(error, ConfigError):  # refused before any work: no run folder stays
+            _remove_fresh_job_folder(out_dir, remove_parent=not in_sweep)
         # One line, no traceback (Hydra prints compact errors as they are).
         raise CompactHydraException(str(error)) from None
     best = summary.get("best")
     return best["val_loss"] if best else float("inf")
 
 
+def _remove_fresh_job_folder(folder: Path, remove_parent: bool) -> None:
+    """Remove a job folder that holds only what Hydra wrote before the job started (so nothing
+    of a user's or of an earlier run), and a single run's time and date folders left empty."""
+    try:
+        entries = {p.name: p for p in folder.iterdir()}
+        if not set(entries) <= set(HYDRA_FILES):
+            return
+        hydra_dir = entries.get(".hydra")
+        if hydra_dir and not {p.name for p in hydra_dir.iterdir()} <= HYDRA_FILES[".hydra"]:
+            return
+        shutil.rmtree(folder)
+        # a single run's <time> folder, then its <date> folder, when it left them empty
+        time_dir = folder.parent
+        if remove_parent and re.fullmatch(r"\d\d-\d\d-\d\d(\.\d+)?", time_dir.name):
+            time_dir.rmdir()  # OSError when not empty
+            if re.fullmatch(r"\d{4}-\d\d-\d\d", time_dir.parent.name):
+                time_dir.parent.rmdir()
+    except OSError:
+        pass  # left as it is: the error line says what went wrong
+
+
+def _interrupted() -> str:
+    """The line for Ctrl-C: how to go on and, for a sweep, how to build its report."""
+    if not _JOB:
+        return "interrupted before any run started"
+    args = [a for a in sys.argv[1:] if not a.startswith(f"{_JOB['key']}=")]
+    again = shlex.join([*ENTRY_POINT.split(), *args, f"{_JOB['key']}={_JOB['folder']}"])
+    if _JOB["key"] == "hydra.run.dir":
+        return f"interrupted; to run it again into the same folder: {again}"
+    report = shlex.join(["python", "src/report.py", display_path(Path(_JOB["folder"]))])
+    return (
+        f"sweep interrupted; to finish it (completed runs are skipped): {again} ; "
+        f"its report so far: {report}"
+    )
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print(_interrupted(), file=sys.stderr)
+        sys.exit(130)

@@ -59,11 +59,13 @@ def test_multirun_sweep_writes_one_folder_per_run_and_survives_divergence(tmp_pa
 
 
 def test_sweep_with_a_failed_run_prints_the_report_command_that_works(tmp_path):
-    result = run_cli("-m", *QUICK, "trainer.epochs=2", "model.depth=1,-1", cwd=tmp_path)
+    result = run_cli("-m", *QUICK, "trainer.epochs=2", "model.depth=-1,1", cwd=tmp_path)
     assert result.returncode != 0
+    assert "model.depth=-1 is invalid: expected an integer >= 0" in result.stderr
     [sweep] = _sweep_dirs(tmp_path)
-    assert read_summary(sweep / "0")["status"] == "completed"  # the good run still ran
-    assert read_summary(sweep / "1")["status"] == "failed"
+    # the refused run left no folder; the good one still ran
+    assert [p.name for p in sweep.iterdir() if p.is_dir()] == ["1"]
+    assert read_summary(sweep / "1")["status"] == "completed"
     command = f"python src/report.py {sweep.relative_to(tmp_path)}"
     assert f"Build it with: {command}" in result.stderr
     assert not (tmp_path / "reports").exists()
@@ -71,8 +73,7 @@ def test_sweep_with_a_failed_run_prints_the_report_command_that_works(tmp_path):
     built = run_script(REPORT_PY, str(sweep.relative_to(tmp_path)), cwd=tmp_path)
     assert built.returncode == 0, built.stderr
     runs = pd.read_csv(next((tmp_path / "reports").iterdir()) / "runs.csv")
-    assert list(runs["status"]) == ["completed", "failed"]
-    assert "model.depth=-1 is invalid" in runs["reason"][1]
+    assert list(runs["status"]) == ["completed"]
 
 
 def test_report_command_line_errors_and_diff(tmp_path):
@@ -135,18 +136,19 @@ def test_two_sweeps_started_together_get_their_own_folders(tmp_path):
     assert all(read_summary(s / "0")["status"] == "completed" for s in sweeps)
 
 
-def _start_long_run(tmp_path):
+def _start_long_run(tmp_path, *args):
     proc = subprocess.Popen(
         [
             sys.executable,
             str(RUN_PY),
+            *args,
             "data=mnist5k",
             "trainer.epochs=10000",
             "trainer.console=quiet",
             "model.width=64",
         ],
         cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -173,9 +175,64 @@ def test_killed_run_leaves_written_epochs_readable(tmp_path):
 def test_interrupted_run_says_so_and_keeps_its_epochs(tmp_path):
     proc, run_dir = _start_long_run(tmp_path)
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
-    assert proc.returncode != 0
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
     summary = read_summary(run_dir)
     assert summary["status"] == "failed"
     assert summary["error"].startswith("interrupted")
-    assert len(read_metrics(run_dir)) >= 2
+    kept = len(read_metrics(run_dir))
+    assert kept >= 2 and summary["epochs_run"] == kept
+    # one line for the run (what was kept), one for what to do: no traceback
+    assert "Traceback" not in out + err
+    [line] = out.splitlines()
+    folder = run_dir.relative_to(tmp_path)
+    assert line.endswith(
+        f"run: interrupted at epoch {kept}/10000; its {kept} finished epochs are kept in "
+        f"{folder}/metrics.csv, its summary.json says failed (interrupted)"
+    )
+    assert err.strip().endswith(f" hydra.run.dir={folder}")
+    assert err.count("\n") == 1
+
+
+def test_interrupted_sweep_says_how_to_finish_it_and_build_its_report(tmp_path):
+    proc, run_dir = _start_long_run(tmp_path, "-m", "activation=relu,tanh")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in out + err
+    assert "#0 activation=relu data=mnist5k" in out and ": interrupted at epoch " in out
+    sweep = run_dir.parent.relative_to(tmp_path)
+    assert err.strip() == (
+        "sweep interrupted; to finish it (completed runs are skipped): python src/run.py -m "
+        "activation=relu,tanh data=mnist5k trainer.epochs=10000 trainer.console=quiet "
+        f"model.width=64 hydra.sweep.dir={sweep} ; its report so far: python src/report.py {sweep}"
+    )
+
+
+def test_the_same_sweep_started_twice_at_once_trains_each_run_once(tmp_path):
+    # as when the README's resume command is started while the first is still running
+    args = [
+        sys.executable,
+        str(RUN_PY),
+        "-m",
+        *QUICK,
+        "trainer.epochs=30",
+        "activation=relu,tanh,selu",
+        "hydra.sweep.dir=sweep",
+        "report.enabled=false",
+    ]
+    procs = [
+        subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    for run_dir in sorted((tmp_path / "sweep").glob("[0-9]")):
+        summary, metrics = read_summary(run_dir), read_metrics(run_dir)
+        assert summary["status"] == "completed" and summary["epochs_run"] == 30
+        assert metrics["epoch"].tolist() == list(range(1, 31))  # one writer: no row twice
+        assert metrics.notna().all().all()
+    # each run was trained by one process; the other skipped it, saying so or finding it done
+    trained = sum(o.count(": completed in ") for o in outputs)
+    skipped = sum(o.count(": skipped, ") for o in outputs)
+    assert trained == 3 and trained + skipped == 6, outputs

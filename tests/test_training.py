@@ -8,6 +8,8 @@ import dataclasses
 import math
 import os
 import stat
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -75,6 +77,26 @@ def test_summary_reports_best_epoch_and_test_with_best_weights(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_folder_locked_by_another_process_is_left_to_it(tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with caplog.at_level("WARNING", logger="fitscope"):
+            summary = run(quick_cfg(), run_dir, label="#0")
+        assert summary["status"] == "running" and summary["skipped"]
+        assert not (run_dir / "metrics.csv").exists() and not (run_dir / "summary.json").exists()
+        [line] = [r.message for r in caplog.records]
+        assert line.startswith("#0: skipped, ") and f"pid {holder.pid} on " in line
+    finally:
+        holder.kill()  # killed, not released: the kernel frees the lock
+        holder.wait()
+    assert run(quick_cfg(), run_dir)["status"] == "completed"
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_every_file_of_a_run_gets_the_permissions_the_umask_gives(tmp_path, umask):
     # colleagues on shared storage read summary.json like every other file of the run
@@ -162,6 +184,16 @@ def test_exploding_but_finite_loss_counts_as_diverged(tmp_path):
 
 
 # ---------------------------------------------- the trained weights against a hand-written loop
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from fitscope.rundir import run_lock
+with run_lock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
 
 
 def hand_written_loop(model, splits, optimizer, settings, drop_last=False):

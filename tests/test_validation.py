@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import compose_cfg, read_summary, run_cli
+from conftest import compose_cfg, quick_cfg, run_cli
 from fitscope.config import ConfigError
 from fitscope.train.data import DataError, load_arrays
 from fitscope.train.runner import run
@@ -65,13 +65,17 @@ def test_unavailable_cuda_device_says_what_to_use(monkeypatch):
         validate(compose_cfg("trainer.device=cuda:1"))
 
 
-def test_failed_validation_is_recorded_without_training(tmp_path):
+def test_a_refused_config_writes_nothing(tmp_path):
+    with pytest.raises(ConfigError, match="model.width=0 is invalid: expected an integer >= 1"):
+        run(compose_cfg("model.width=0"), tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    # a folder that holds a completed run keeps it as it was
+    done = tmp_path / "done"
+    run(quick_cfg(), done)
+    before = {p: p.read_bytes() for p in done.rglob("*") if p.is_file()}
     with pytest.raises(ConfigError):
-        run(compose_cfg("model.width=0"), tmp_path)
-    summary = read_summary(tmp_path)
-    assert summary["status"] == "failed"
-    assert summary["error"] == "model.width=0 is invalid: expected an integer >= 1"
-    assert not (tmp_path / "metrics.csv").exists()
+        run(quick_cfg("model.width=0"), done)
+    assert {p: p.read_bytes() for p in done.rglob("*") if p.is_file()} == before
 
 
 def test_missing_torchvision_files_say_where_and_how_to_fix(tmp_path):
@@ -89,7 +93,7 @@ def test_command_line_bad_value_exits_nonzero_with_one_line(override, tmp_path):
     assert result.returncode != 0
     assert f"{override} is invalid: expected" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
-    assert not list(tmp_path.glob("multirun/*/*/0/metrics.csv"))  # no work started
+    assert not list(tmp_path.glob("multirun/*"))  # no run folder for a refused config
 
 
 @pytest.mark.slow

@@ -7,7 +7,9 @@ A run folder holds (names below):
 - `summary.json`: status (`running`, `completed`, `diverged`, `failed`) and results, rewritten
   atomically (never half-written);
 - `config.yaml`: the resolved config; `.hydra/`: Hydra's own record;
-- `best.pt`: the best epoch's weights (written and loaded by `fitscope.train.models`).
+- `best.pt`: the best epoch's weights (written and loaded by `fitscope.train.models`);
+- `.lock`: locked (an OS lock, `run_lock`) by the process that trains the run, so two processes
+  never write one run folder; it names that process.
 
 Readers are tolerant: a missing, empty, cut-short or unreadable file is a problem of that run,
 reported with it, never an exception that stops a report.
@@ -15,6 +17,7 @@ reported with it, never an exception that stops a report.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -22,8 +25,10 @@ import os
 import re
 import secrets
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+import socket
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +37,17 @@ from omegaconf import OmegaConf
 
 from fitscope import FitscopeError
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "best.pt"
 SWEEP_FILE = "multirun.yaml"  # in a sweep folder: Hydra's record of the sweep's config
+LOCK_FILE = ".lock"
 RUN_MARKERS = (SUMMARY_FILE, METRICS_FILE, ".hydra")
 
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
@@ -73,6 +84,33 @@ def display_path(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------------- writing
+
+
+class RunLocked(FitscopeError):
+    """Another process trains this run folder."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir`'s lock while training it; `RunLocked` (naming the holder) when another
+    process holds it. An OS lock (flock): the kernel releases it when its process ends, however
+    it ends, so a killed run never blocks the next attempt. Where the OS has no flock (Windows)
+    the run is not locked."""
+    path = run_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = path.read_text(errors="replace").strip() or "another process"
+                raise RunLocked(f"{display_path(run_dir)} is being trained by {holder}") from None
+        os.ftruncate(fd, 0)
+        since = datetime.now().astimezone().isoformat(timespec="seconds")
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 class MetricsWriter:

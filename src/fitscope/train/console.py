@@ -46,6 +46,17 @@ def run_line(label: str, summary: Mapping[str, Any]) -> str:
     return text
 
 
+def interrupted_line(label: str, summary: Mapping[str, Any], run_dir: str) -> str:
+    """What an interrupted run kept (its finished epochs: metrics.csv is flushed per epoch)."""
+    done, epochs = summary.get("epochs_run", 0), summary.get("epochs", "?")
+    if not done:
+        return f"{label}: interrupted before its first epoch ended ({run_dir})"
+    return (
+        f"{label}: interrupted at epoch {done}/{epochs}; its {done} finished epochs are kept in "
+        f"{run_dir}/metrics.csv, its summary.json says failed (interrupted)"
+    )
+
+
 class Console:
     def __init__(self, mode: str, in_sweep: bool, epochs: int) -> None:
         self.epochs = epochs
@@ -75,6 +86,9 @@ class Console:
             self._bar.update(1)
 
     def finished(self, label: str, summary: Mapping[str, Any], run_dir: str) -> None:
+        if str(summary.get("error") or "").startswith("interrupted"):
+            log.warning(interrupted_line(label, summary, run_dir))  # even when quiet
+            return
         if summary["status"] == "diverged":
             log.warning(run_line(label, summary))
         elif summary["status"] == "failed":

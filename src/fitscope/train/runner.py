@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from fitscope import FitscopeError
 from fitscope.config import config_hash, flatten_config, is_display_key, show_value
@@ -22,9 +22,11 @@ from fitscope.rundir import (
     SPLIT_METRICS,
     SUMMARY_FILE,
     MetricsWriter,
+    RunLocked,
     display_path,
     finite_or_none,
     rerun_command,
+    run_lock,
     write_config,
     write_json_atomic,
 )
@@ -54,13 +56,33 @@ def run(
 ) -> dict[str, Any]:
     """Train the run `cfg` describes into `out_dir` and return its summary.
 
-    Divergence is a result (status `diverged`), not an error. Bad config values raise
-    `ConfigError` before any work; any other failure is written to `summary.json` as status
+    Bad config values raise `ConfigError` before anything is written. Divergence is a result
+    (status `diverged`), not an error; any other failure is written to `summary.json` as status
     `failed` and raised again. A folder that already holds this run, completed, is kept and its
-    summary returned (`fitscope.train.resume`).
+    summary returned (`fitscope.train.resume`); one that another process is training is left
+    to it, with one line saying who holds it (its summary says `running`).
     """
+    plain, settings = validate(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    console_mode = OmegaConf.select(cfg, "trainer.console", default="auto")
+    try:
+        with run_lock(out_dir):
+            return _run_locked(cfg, plain, settings, out_dir, overrides, choices, in_sweep, label)
+    except RunLocked as locked:
+        log.warning(f"{label}: skipped, {locked}")
+        return {"status": "running", "skipped": True, "error": str(locked)}
+
+
+def _run_locked(
+    cfg: DictConfig,
+    plain: dict[str, Any],
+    settings: TrainerSettings,
+    out_dir: Path,
+    overrides: Sequence[str],
+    choices: Mapping[str, str] | None,
+    in_sweep: bool,
+    label: str,
+) -> dict[str, Any]:
+    console_mode = plain["trainer"]["console"]
     previous = completed_run(cfg, out_dir)
     if previous is not None:
         if console_mode != "quiet":
@@ -74,11 +96,13 @@ def run(
         "choices": dict(choices or {}),
         "command": rerun_command(overrides),
         "started_at": _now(),
+        "epochs": settings.epochs,
+        "epochs_run": 0,
+        "seed": settings.seed,
+        "config_hash": config_hash(cfg),
     }
-    console = Console(console_mode, in_sweep, OmegaConf.select(cfg, "trainer.epochs", default=0))
+    console = Console(console_mode, in_sweep, settings.epochs)
     try:
-        plain, settings = validate(cfg)
-        summary.update(seed=settings.seed, config_hash=config_hash(cfg))
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
         write_config(cfg, out_dir)
         env, hparams = _visdom_env(out_dir), _hparams(plain)
@@ -154,7 +178,9 @@ def _train(
     model_args = mlp_args(config, splits.n_features, splits.n_classes)
     model = build_mlp(**model_args).to(device)
     summary.update(_environment(model, splits, device))
-    result = _fit_recorded(model, splits, config["optimizer"], settings, out_dir, console, loggers)
+    result = _fit_recorded(
+        model, splits, config["optimizer"], settings, out_dir, summary, console, loggers
+    )
     summary.update(_fit_summary(result, settings), test_last=_test(model, splits, settings))
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
@@ -191,15 +217,18 @@ def _fit_recorded(
     optimizer_cfg: Mapping[str, Any],
     settings: TrainerSettings,
     out_dir: Path,
+    summary: dict[str, Any],
     console: Console,
     loggers: Sequence[Any],
 ) -> FitResult:
-    """`fit`, each epoch's row written to metrics.csv, shown and logged as soon as it exists."""
+    """`fit`, each epoch's row written to metrics.csv, shown and logged as soon as it exists
+    (`summary["epochs_run"]` counts them, for a run that is interrupted)."""
     columns = metric_columns(model, settings.diagnostics)
     with MetricsWriter(out_dir / METRICS_FILE, columns) as writer, console.training():
 
         def on_epoch(row: dict[str, float]) -> None:
             writer.write(row)
+            summary["epochs_run"] = int(row["epoch"])
             console.epoch(row)
             for logger in loggers:
                 logger.epoch(row)
