@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose_cfg, quick_cfg
+from conftest import REPO, REPORT_PY, compose_cfg, quick_cfg
 from fitscope.report import cli
 from fitscope.report.build import ReportError, build_report
 from fitscope.report.diff import diff_runs
@@ -297,6 +299,102 @@ def test_report_never_overwrites_another_sweeps_report(tmp_path):
     with pytest.raises(ReportError, match="holds a report of other runs"):
         build_report([tmp_path / "b" / "sweep"], out)
     build_report([tmp_path / "b" / "sweep"], out, force=True)
+
+
+def test_a_rebuild_removes_only_the_files_its_previous_build_listed(tmp_path):
+    make_run(tmp_path / "sweep" / "0", config=with_changes(model__width=16))
+    make_run(tmp_path / "sweep" / "1", config=with_changes(model__width=64))
+    out = in_folder(tmp_path / "reports")
+    folder = build_report([tmp_path / "sweep"], out, name="r")
+    assert (folder / "val_by_model.width.png").is_file()
+    manifest = json.loads((folder / "manifest.json").read_text())["files"]
+    assert sorted(p.name for p in folder.iterdir()) == manifest
+    (folder / "mine.png").write_bytes(b"a user's chart")
+    (folder / "notes.md").write_text("a user's notes")
+    # another report under the same name (--force): one run, so no chart by width
+    build_report([tmp_path / "sweep" / "0"], out, name="r", force=True)
+    assert not (folder / "val_by_model.width.png").exists()  # listed: removed
+    assert (folder / "mine.png").read_bytes() == b"a user's chart"  # not listed: kept
+    assert (folder / "notes.md").read_text() == "a user's notes"
+    assert not list((tmp_path / "reports").glob(".*"))  # no staging folder left
+
+
+def test_a_failed_build_leaves_the_previous_report_as_it_was(tmp_path, monkeypatch):
+    make_run(tmp_path / "sweep" / "0")
+    out = in_folder(tmp_path / "reports")
+    folder = build_report([tmp_path / "sweep"], out)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a chart failed")
+
+    monkeypatch.setattr("fitscope.report.charts.capacity", broken)
+    make_run(tmp_path / "sweep" / "1", config=with_changes(model__width=64))  # new runs.csv
+    with pytest.raises(RuntimeError):
+        build_report([tmp_path / "sweep"], out)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert [p.name for p in (tmp_path / "reports").iterdir()] == ["sweep"]
+
+
+def test_a_report_never_replaces_what_it_cannot_prove_is_its_own(tmp_path):
+    make_run(tmp_path / "sweep" / "0")
+    reports = tmp_path / "reports"
+    (reports / "mine").mkdir(parents=True)
+    (reports / "mine" / "data.csv").write_text("1,2\n")
+    with pytest.raises(ReportError, match="holds files that are not a fitscope report"):
+        build_report([tmp_path / "sweep"], in_folder(reports), name="mine")
+    assert [p.name for p in (reports / "mine").iterdir()] == ["data.csv"]
+    # a committed example on a fresh clone: its manifest, not its (git-ignored) sources
+    (reports / "example").mkdir()
+    (reports / "example" / "manifest.json").write_text('{"files": ["manifest.json"]}')
+    with pytest.raises(ReportError, match="runs are not recorded here"):
+        build_report([tmp_path / "sweep"], in_folder(reports), name="example")
+    build_report([tmp_path / "sweep"], in_folder(reports), name="example", force=True)
+
+
+def test_the_committed_example_reports_are_protected_on_a_fresh_clone(tmp_path):
+    tracked = subprocess.run(
+        ["git", "ls-files", "reports"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    examples = {Path(f).parts[1] for f in tracked if f.count("/") == 2}
+    assert examples  # the README shows them
+    make_run(tmp_path / "sweep" / "0")
+    for example in examples:
+        clone = tmp_path / "clone" / "reports"  # what a fresh clone holds: tracked files only
+        for name in (f for f in tracked if f.startswith(f"reports/{example}/")):
+            (clone / example).mkdir(parents=True, exist_ok=True)
+            (clone / example / Path(name).name).write_bytes((REPO / name).read_bytes())
+        before = {p.name: p.read_bytes() for p in (clone / example).iterdir()}
+        args = [str(tmp_path / "sweep"), "--dir", str(clone), "--name", example]
+        assert cli.main(args) == 2
+        assert {p.name: p.read_bytes() for p in (clone / example).iterdir()} == before
+
+
+@pytest.mark.slow
+def test_two_builds_of_one_report_name_at_once_never_interleave(tmp_path):
+    for sweep in ("a", "b"):
+        for i, width in enumerate((16, 32, 64)):
+            make_run(tmp_path / sweep / str(i), config=with_changes(model__width=width))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(REPORT_PY), sweep, "--name", "same"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for sweep in ("a", "b")
+    ]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    [refused] = [err for code, err in results if code == 2]
+    assert refused.count("\n") == 1 and "holds a report of other runs" in refused
+    folder = tmp_path / "reports" / "same"
+    manifest = json.loads((folder / "manifest.json").read_text())["files"]
+    assert sorted(p.name for p in folder.iterdir()) == manifest  # whole, and one build's
+    [winner] = [s for s, (code, _) in zip("ab", results, strict=True) if code == 0]
+    sources = json.loads((folder / "sources.json").read_text())["runs"]
+    assert {Path(s).parent.name for s in sources} == {winner}
 
 
 def test_folder_without_runs_is_a_clear_error(tmp_path):
