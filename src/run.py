@@ -74,8 +74,11 @@ def _remove_fresh_job_folder(folder: Path, remove_parent: bool) -> None:
 
 def _interrupted() -> str:
     """The line for Ctrl-C: how to go on and, for a sweep, how to build its report."""
-    if not _JOB:
-        return "interrupted before any run started"
+    if not _JOB:  # before the first run, or runs in other processes (a parallel launcher)
+        return (
+            "interrupted; a sweep goes on where it stopped when you run the same command with "
+            "hydra.sweep.dir=<its folder>"
+        )
     args = [a for a in sys.argv[1:] if not a.startswith(f"{_JOB['key']}=")]
     again = shlex.join([*ENTRY_POINT.split(), *args, f"{_JOB['key']}={_JOB['folder']}"])
     if _JOB["key"] == "hydra.run.dir":
