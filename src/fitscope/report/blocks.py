@@ -38,7 +38,9 @@ DEFINITIONS = """\
 - **best epoch**: the epoch with the lowest validation loss; the test columns use its weights.
 - **early-stopping epoch**: where early stopping on validation loss would have stopped, with
   patience {patience} and min_delta {min_delta} (`report.patience`, `report.min_delta`); it would
-  restore the best epoch up to then (`restored_epoch` in runs.csv). The report computes it from
+  restore the best epoch up to then (`restored_epoch` in runs.csv). *never* when it would not
+  have stopped within the epochs run (runs.csv leaves the value empty, the loss chart draws no
+  line; `restored_epoch` is then the best epoch). The report computes it from
   the curves; the trainer's own early stopping (`trainer.early_stopping`, off by default) is
   another setting, and each run's summary.json records where it stopped or would have stopped
   the run (`trainer_stop_epoch`).
@@ -73,6 +75,15 @@ def format_table(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The Summary table: a row per run; *never* as the early-stopping epoch of a run that early
+    stopping would not have stopped (runs.csv keeps the missing value)."""
+    table = format_table(runs.set_index("label")[SUMMARY_COLUMNS + ["reason"]])
+    never = (runs["best_epoch"].notna() & runs["early_stopping_epoch"].isna()).to_numpy()
+    table.loc[never, "early_stopping_epoch"] = "never"
+    return table
+
+
 def definitions(s: ReportSettings) -> str:
     """The Definitions section, with this report's settings."""
     return DEFINITIONS.format(
@@ -101,7 +112,7 @@ def _summary(report: Report, name: str) -> list[Block]:
             f"Built {datetime.now():%Y-%m-%d %H:%M}.",
         ),
         ("h2", "Summary"),
-        ("table", format_table(runs.set_index("label")[SUMMARY_COLUMNS + ["reason"]]), "runs"),
+        ("table", summary_table(runs), "runs"),
         ("p", "All columns: runs.csv. Every curve in long format: curves.csv."),
         ("h2", "Definitions"),
         ("md", definitions(report.settings)),
