@@ -16,7 +16,7 @@ import pytest
 from fitscope.report import charts, layer_charts
 from fitscope.report.build import build_report
 from fitscope.report.settings import ReportSettings
-from test_report import BASE_CONFIG, CHOICES, NOT_CONVERGED, OVERFIT, make_run
+from test_report import BASE_CONFIG, CHOICES, GOOD_FIT, NOT_CONVERGED, OVERFIT, make_run
 
 EPOCHS = 10
 FALLING = (
@@ -98,6 +98,21 @@ def loss_panels(fig, runs: list[tuple]) -> list:
             for train in trains
         )
     ]
+
+
+def test_dollar_signs_and_backslashes_in_config_values_are_text(tmp_path, drawn):
+    odd = "$\\notacommand{$"
+    runs = [
+        (OVERFIT, {"data.root": odd, "activation.name": "relu", "model.width": 16}),
+        (GOOD_FIT, {"data.root": "plain", "activation.name": "tanh", "model.width": 64}),
+    ]
+    folder = report(sweep(tmp_path, runs, params=[1000, 4000]), tmp_path)
+    for name in ("loss_curves.png", "val_by_data.root.png", "capacity.png", "report.html"):
+        assert (folder / name).is_file(), name
+    texts = [
+        t.get_text() for t in drawn["loss_curves.png"].findobj(lambda a: hasattr(a, "get_text"))
+    ]
+    assert any(odd in text for text in texts)  # shown as typed
 
 
 def test_an_early_stopping_that_never_happens_is_said_not_drawn(tmp_path, drawn):

@@ -8,14 +8,18 @@ the path, or None when the runs give it nothing to show; `save` and `legend` are
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
+import matplotlib as mpl
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from fitscope.config import ACTIVATIONS, show_value
 
@@ -24,6 +28,20 @@ PALETTE = colormaps["tab10"].colors
 ACTIVATION_COLORS = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(ACTIVATIONS)}
 DIAGNOSIS_COLORS = {"overfit": "#c0392b", "underfit": "#2471a3", "good fit": "#1e8449"}
 TRAIN_COLOR, VAL_COLOR = "#2c3e50", "#e67e22"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def literal_text(function: F) -> F:
+    """Run `function` with mathtext parsing off: every text it creates, and every tick label a
+    save creates, shows `$` and `\\` as typed (config values are the user's text)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with mpl.rc_context({"text.parse_math": False}):
+            return function(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def value_colors(values: pd.Series, key: str) -> dict:
@@ -34,12 +52,31 @@ def value_colors(values: pd.Series, key: str) -> dict:
     return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(unique)}
 
 
+@literal_text
 def save(fig: Figure, path: Path, dpi: int = 110) -> Path:
     for ax in fig.axes:
         if ax.get_xlabel() == "epoch":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+def _count(value: float) -> str:
+    """1500 -> 1.5k, 2e6 -> 2M: a parameter count, short."""
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:g}{suffix}"
+    return f"{value:g}"
+
+
+def plain_log(axis: Any, limits: tuple | None = None, counts: bool = False) -> None:
+    """Tick labels of a log axis as plain numbers (0.01, 1, 1e+06; 20k with `counts`): the
+    default ones are mathtext, which the charts do not parse. Within two decades (`limits`), a
+    label at 1, 2 and 5 of each."""
+    if limits is not None and limits[0] > 0 and limits[1] / limits[0] <= 100:
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: _count(v) if counts else f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _two_panels(entries: int) -> tuple[Figure, Axes, Axes]:
@@ -63,6 +100,7 @@ def legend(fig: Figure, ax: Axes) -> None:
         )
 
 
+@literal_text
 def loss_small_multiples(runs: pd.DataFrame, curves: pd.DataFrame, path: Path) -> Path | None:
     """Train and validation loss of every run, one panel each, best and early-stopping epochs
     marked, the diagnosis in the title."""
@@ -92,7 +130,7 @@ def loss_small_multiples(runs: pd.DataFrame, curves: pd.DataFrame, path: Path) -
         positive = loss["value"][loss["value"] > 0]
         if not positive.empty and positive.max() / positive.min() > 20:
             ax.set_yscale("log")
-            ax.yaxis.set_minor_formatter(NullFormatter())
+            plain_log(ax.yaxis)
         ax.set_title(
             f"{run['label']}\n{run['diagnosis']}",
             fontsize=8.5,
@@ -112,6 +150,7 @@ def loss_small_multiples(runs: pd.DataFrame, curves: pd.DataFrame, path: Path) -
     return save(fig, path, dpi=110 if n <= 16 else 70)
 
 
+@literal_text
 def validation_by_key(
     runs: pd.DataFrame, curves: pd.DataFrame, key: str, path: Path
 ) -> Path | None:
@@ -148,6 +187,7 @@ def validation_by_key(
     return save(fig, path)
 
 
+@literal_text
 def capacity(runs: pd.DataFrame, path: Path) -> Path | None:
     """Best validation loss and final training loss against parameter count, one line per
     activation: the underfit-to-overfit U."""
@@ -175,6 +215,8 @@ def capacity(runs: pd.DataFrame, path: Path) -> Path | None:
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plain_log(ax.xaxis, counts=True)
+    plain_log(ax.yaxis)
     ax.set(
         xlabel="parameters (count, log scale)",
         ylabel="loss (nats/sample, log scale)",
@@ -186,6 +228,7 @@ def capacity(runs: pd.DataFrame, path: Path) -> Path | None:
     return save(fig, path)
 
 
+@literal_text
 def replicate_bands(
     runs: pd.DataFrame, curves: pd.DataFrame, setup: list[str], replicates: list[str], path: Path
 ) -> Path | None:
