@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import combinations, product
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_rgb
+from PIL import Image
 
 from fitscope.report import charts, layer_charts
 from fitscope.report.build import build_report
@@ -113,6 +116,159 @@ def test_dollar_signs_and_backslashes_in_config_values_are_text(tmp_path, drawn)
         t.get_text() for t in drawn["loss_curves.png"].findobj(lambda a: hasattr(a, "get_text"))
     ]
     assert any(odd in text for text in texts)  # shown as typed
+
+
+def test_loss_panels_share_one_scale_with_the_chance_level(tmp_path, drawn):
+    runs = [
+        (FALLING, {"model.depth": 1}),
+        (STUCK, {"model.depth": 8}),
+        (RISING, {"model.depth": 2}),
+    ]
+    report(sweep(tmp_path, runs), tmp_path)
+    panels = loss_panels(drawn["loss_curves.png"], runs)
+    assert len(panels) == len(runs)
+    assert len({ax.get_yscale() for ax in panels}) == 1
+    assert len({tuple(np.round(ax.get_ylim(), 9)) for ax in panels}) == 1
+    for ax in panels:  # ln 10: the loss of a net that has learnt nothing of 10 classes
+        assert any(np.allclose(line.get_ydata(), math.log(10)) for line in ax.get_lines())
+    # the stuck run is flat: its wandering covers less than 2% of the panel's height
+    stuck = next(ax for ax in panels if np.allclose(curves_of(ax, EPOCHS)[0].get_ydata(), 2.303))
+    y = stuck.transData.transform(np.c_[np.arange(EPOCHS), STUCK[0]])[:, 1]
+    assert np.ptp(y) < 0.02 * stuck.bbox.height
+
+
+def test_chance_level_comes_from_the_runs_class_count(tmp_path, drawn):
+    runs = [(FALLING, {"model.depth": 1}), (GOOD_FIT, {"model.depth": 2})]
+    report(sweep(tmp_path, runs, classes=[4, 4]), tmp_path)
+    for ax in loss_panels(drawn["loss_curves.png"], runs):
+        levels = [line.get_ydata()[0] for line in ax.get_lines() if np.ptp(line.get_ydata()) == 0]
+        assert math.log(4) in levels and math.log(10) not in levels
+
+
+def test_the_validation_rise_after_the_best_epoch_is_readable(tmp_path, drawn):
+    runs = [(RISING, {"model.depth": 1}), (FALLING, {"model.depth": 2})]
+    report(sweep(tmp_path, runs), tmp_path)
+    fig, val = drawn["loss_curves.png"], np.asarray(RISING[0])
+    best, last = int(np.argmin(val)), EPOCHS - 1
+    shown = []  # how much of its panel's height the +8% rise spans, wherever val loss is drawn
+    for ax in fig.axes:
+        for line in curves_of(ax, EPOCHS):
+            y = np.asarray(line.get_ydata(), float)
+            if not np.array_equal(np.argsort(y, kind="stable"), np.argsort(val, kind="stable")):
+                continue  # not this run's validation loss (or a transform of it)
+            low, high = sorted(ax.get_ylim())
+            if not (low <= y[best] <= high and low <= y[last] <= high):
+                continue
+            pixels = ax.transData.transform(np.c_[line.get_xdata(), y])[:, 1]
+            shown.append((pixels[last] - pixels[best]) / ax.bbox.height)
+    assert max(shown) > 0.25
+
+
+def test_best_epoch_mark_is_unlike_the_curves_and_every_column_has_epoch_labels(tmp_path, drawn):
+    runs = [(OVERFIT, {"model.depth": d}) for d in range(1, 6)]  # 4 columns: a second row of 1
+    report(sweep(tmp_path, runs), tmp_path)
+    fig = drawn["loss_curves.png"]
+    best, stop = 4, 7  # OVERFIT's, with patience 5: see test_report
+    for ax in loss_panels(fig, runs):
+        curve_colors = [to_rgb(line.get_color()) for line in curves_of(ax, EPOCHS)]
+        vertical = {
+            x: line
+            for line in ax.get_lines()
+            if len(set(x := tuple(line.get_xdata()))) == 1 and len(x) == 2
+        }
+        best_line = vertical[(best, best)]
+        assert best_line.get_linestyle() != "-"
+        for color in curve_colors:
+            assert np.linalg.norm(np.subtract(to_rgb(best_line.get_color()), color)) > 0.5
+        stop_line = vertical.get((stop, stop))
+        if stop_line is not None:
+            style = (stop_line.get_linestyle(), stop_line.get_color())
+            assert style != (best_line.get_linestyle(), best_line.get_color())
+            assert stop_line.get_linestyle() != "-"
+    columns: dict[float, list] = {}
+    for ax in fig.axes:
+        if ax.get_visible():
+            columns.setdefault(round(ax.get_position().x0, 3), []).append(ax)
+    assert len(columns) == 4
+    for column in columns.values():
+        lowest = min(column, key=lambda ax: ax.get_position().y0)
+        assert any(label.get_visible() and label.get_text() for label in lowest.get_xticklabels())
+
+
+def test_a_large_sweep_keeps_its_resolution_and_titles_do_not_overlap(tmp_path, drawn):
+    values = product(("relu", "sigmoid", "tanh", "selu", "leaky"), (1, 8), (None, 0.5, 1.0))
+    runs = [
+        (OVERFIT, {"activation.name": a, "model.depth": d, "optimizer.grad_clip": c})
+        for a, d, c in values
+    ]
+    assert len(runs) == 30
+    large = report(sweep(tmp_path, runs), tmp_path, name="large")
+    fig = drawn["loss_curves.png"]
+    small_runs = runs[:4]
+    small = report(sweep(tmp_path / "small", small_runs), tmp_path, name="small")
+    # the large chart is drawn at the small one's resolution
+    dpi = [Image.open(f / "loss_curves.png").info["dpi"] for f in (large, small)]
+    assert dpi[0] == dpi[1]
+    titles = [ax.title for ax in fig.axes if ax.get_title()]
+    assert len(titles) == 30
+    renderer = fig._get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in titles]
+    assert not [(a, b) for a, b in combinations(boxes, 2) if a.overlaps(b)]
+    assert min(t.get_fontsize() for t in titles) >= 8
+    for title, (_, run) in zip(titles, runs, strict=True):  # each panel names its run
+        assert run["activation.name"] in title.get_text()
+
+
+def test_validation_lines_coloured_by_a_key_are_one_run_each(tmp_path, drawn):
+    runs = [
+        (curves, {"activation.name": a, "model.depth": d})
+        for (a, curves), d in product((("relu", OVERFIT), ("tanh", GOOD_FIT)), (1, 4))
+    ]
+    report(sweep(tmp_path, runs), tmp_path)
+    for name in ("val_by_activation.png", "val_by_model.depth.png"):
+        fig = drawn[name]
+        loss_axes = [ax for ax in fig.axes if "loss" in ax.get_ylabel()]
+        lines = [curves_of(ax, EPOCHS) for ax in loss_axes]
+        assert sum(len(own) for own in lines) == len(runs), name  # every run once
+        for own in lines:  # within a panel, one colour per line
+            assert len({to_rgb(line.get_color()) for line in own}) == len(own), name
+        assert len({tuple(ax.get_ylim()) for ax in loss_axes}) == 1
+
+
+def test_replicates_are_one_line_with_a_band(tmp_path, drawn):
+    runs = [
+        (curves, {"activation.name": a, "trainer.seed": seed})
+        for (a, curves), seed in product((("relu", OVERFIT), ("tanh", GOOD_FIT)), (0, 1, 2))
+    ]
+    report(sweep(tmp_path, runs), tmp_path)
+    (loss_ax, *_) = [ax for ax in drawn["val_by_activation.png"].axes if "loss" in ax.get_ylabel()]
+    assert len(curves_of(loss_ax, EPOCHS)) == 2
+    assert len(loss_ax.collections) == 2  # a ± std band each
+
+
+def test_capacity_lines_join_only_runs_that_differ_in_width(tmp_path, drawn):
+    setups = list(product(("relu", "tanh"), (1, 2), (16, 64)))
+    runs = [
+        (OVERFIT, {"activation.name": a, "model.depth": d, "model.width": w}) for a, d, w in setups
+    ]
+    params = [d * w * 100 + 1000 for _, d, w in setups]
+    report(sweep(tmp_path, runs, params=params), tmp_path)
+    fig = drawn["capacity.png"]
+    for ax in fig.axes:
+        if not ax.get_lines():
+            continue
+        lines = [line for line in ax.get_lines() if set(line.get_xdata()) <= set(params)]
+        assert len(lines) == 4  # one per (activation, depth), across the two widths
+        labels = [line.get_label() for line in lines]
+        assert len(set(labels)) == 4
+        for label, line in zip(labels, lines, strict=True):
+            activation, depth = label.split()[0], int(label.split("depth=")[1])
+            expected = sorted(
+                p
+                for p, (a, d, _) in zip(params, setups, strict=True)
+                if (a, d) == (activation, depth)
+            )
+            assert list(line.get_xdata()) == expected
 
 
 def test_an_early_stopping_that_never_happens_is_said_not_drawn(tmp_path, drawn):

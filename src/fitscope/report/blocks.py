@@ -125,7 +125,13 @@ def _charts(report: Report, images: dict[str, Path]) -> list[Block]:
         (
             "loss",
             "Train and validation loss",
-            "One panel per run. Solid vertical line: best epoch; dotted: early-stopping epoch. "
+            "One panel per run, titled with its values of the varying keys (in the order "
+            "the figure's title names them), all on one y scale, with the chance level "
+            "(ln of the class count: the loss of a net that has learnt nothing). Under each, "
+            "validation loss in percent above its own minimum, all on one scale, with the "
+            "overfit threshold (report.overfit_rise): the overfitting rise after the best epoch, "
+            "readable whatever the training loss does. Dashed violet line and diamond: best "
+            "epoch; dotted teal line: early-stopping epoch (none where it is never). "
             "Title colour: red overfit, blue underfit, green good fit.",
             "train and validation loss per run",
         ),
@@ -133,7 +139,9 @@ def _charts(report: Report, images: dict[str, Path]) -> list[Block]:
             (
                 f"by:{key}",
                 f"Validation curves by {key}",
-                None,
+                f"One colour per value of {key}; one pair of panels per combination of the "
+                "other varying keys, all on one y scale, so that each line is one run (the mean "
+                "and a ± std band where only seeds or folds differ).",
                 f"validation loss and accuracy by {key}",
             )
             for key in report.varying
@@ -141,9 +149,11 @@ def _charts(report: Report, images: dict[str, Path]) -> list[Block]:
         (
             "capacity",
             "Capacity",
-            "Best validation loss (solid) and final training loss (dashed) against parameter "
-            "count. Training loss keeps falling with capacity; where validation loss turns up, "
-            "larger models overfit.",
+            "Best validation loss (left) and final training loss (right) against parameter "
+            "count, on one scale: one line per setup (activation and the other varying keys), "
+            "joining the runs that differ only in model.width (model.depth when the width does "
+            "not vary), the mean over seeds or folds. Training loss keeps falling with "
+            "capacity; where validation loss turns up, larger models overfit.",
             "capacity chart",
         ),
         (
