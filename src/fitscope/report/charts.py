@@ -358,7 +358,10 @@ def _facets(runs: pd.DataFrame, others: Sequence[str]) -> list[tuple[str, pd.Dat
     text = runs[list(others)].map(show_value)
     keys = text.apply(tuple, axis=1)
     return [
-        (" · ".join(f"{k}={v}" for k, v in zip(others, values, strict=True)), runs[keys == values])
+        (
+            " · ".join(f"{k}={v}" for k, v in zip(others, values, strict=True)),
+            runs[keys.map(values.__eq__)],
+        )
         for values in dict.fromkeys(keys)
     ]
 
@@ -482,7 +485,7 @@ def capacity_figure(
     styles: dict[str, int] = {}
     setups = list(dict.fromkeys(keys))
     for i, values in enumerate(setups):
-        group = done[keys == values]
+        group = done[keys.map(values.__eq__)]
         named = dict(zip(setup, group[setup].iloc[0], strict=True)) if setup else {}
         name = " ".join(_short(k, v) for k, v in named.items()) or "all runs"
         rest = " ".join(_short(k, v) for k, v in named.items() if k != "activation")
