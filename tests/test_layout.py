@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 from packaging.version import Version
 
 from conftest import REPO, quick_cfg
@@ -122,7 +123,10 @@ def test_report_from_a_non_editable_install_with_no_torch(tmp_path):
     assert str(venv) in result.stdout.splitlines()[0]  # the installed copy, not the checkout
     runs = pd.read_csv(tmp_path / "reports" / "sweep" / "runs.csv")
     assert runs["activation.name"].tolist() == ["relu", "tanh"]
-    assert runs["early_stopping_epoch"].notna().all()  # report.patience came from the package
+    # report.patience came from the package: the Definitions name it
+    patience = OmegaConf.load(REPO / "conf" / "report" / "default.yaml")["patience"]
+    definitions = (tmp_path / "reports" / "sweep" / "report.md").read_text()
+    assert f"patience {patience} and min_delta" in definitions
     # and `python src/report.py` of a checkout, from another working directory: the script's
     # folder comes first on sys.path, so fitscope is the checkout's, whose conf/ is beside src/
     checkout = call(python, "-c", "import fitscope; print(fitscope.__file__)", cwd=REPO / "src")

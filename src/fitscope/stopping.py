@@ -32,13 +32,20 @@ class EarlyStopping:
         return self.wait >= self.patience
 
 
-def early_stopping_epoch(val_losses: Sequence[float], patience: int, min_delta: float = 0.0) -> int:
-    """The (1-based) epoch at which early stopping would stop; the last epoch if it never would."""
+def stop_epoch(val_losses: Sequence[float], patience: int, min_delta: float = 0.0) -> int | None:
+    """The (1-based) epoch at which early stopping would stop; None if it never would."""
     stopper = EarlyStopping(patience, min_delta)
     for epoch, loss in enumerate(val_losses, start=1):
         if stopper.step(loss):
             return epoch
-    return len(val_losses)
+    return None
+
+
+def early_stopping_epoch(val_losses: Sequence[float], patience: int, min_delta: float = 0.0) -> int:
+    """The (1-based) epoch at which early stopping would stop; the last epoch if it never would
+    (where a run that early stopping never stops ends)."""
+    stop = stop_epoch(val_losses, patience, min_delta)
+    return len(val_losses) if stop is None else stop
 
 
 def best_epoch(val_losses: Sequence[float]) -> int | None:

@@ -38,7 +38,9 @@ DEFINITIONS = """\
 - **best epoch**: the epoch with the lowest validation loss; the test columns use its weights.
 - **early-stopping epoch**: where early stopping on validation loss would have stopped, with
   patience {patience} and min_delta {min_delta} (`report.patience`, `report.min_delta`); it would
-  restore the best epoch up to then (`restored_epoch` in runs.csv). The report computes it from
+  restore the best epoch up to then (`restored_epoch` in runs.csv). *never* when it would not
+  have stopped within the epochs run (runs.csv leaves the value empty, the loss chart draws no
+  line; `restored_epoch` is then the best epoch). The report computes it from
   the curves; the trainer's own early stopping (`trainer.early_stopping`, off by default) is
   another setting, and each run's summary.json records where it stopped or would have stopped
   the run (`trainer_stop_epoch`).
@@ -73,6 +75,15 @@ def format_table(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The Summary table: a row per run; *never* as the early-stopping epoch of a run that early
+    stopping would not have stopped (runs.csv keeps the missing value)."""
+    table = format_table(runs.set_index("label")[SUMMARY_COLUMNS + ["reason"]])
+    never = (runs["best_epoch"].notna() & runs["early_stopping_epoch"].isna()).to_numpy()
+    table.loc[never, "early_stopping_epoch"] = "never"
+    return table
+
+
 def definitions(s: ReportSettings) -> str:
     """The Definitions section, with this report's settings."""
     return DEFINITIONS.format(
@@ -101,7 +112,7 @@ def _summary(report: Report, name: str) -> list[Block]:
             f"Built {datetime.now():%Y-%m-%d %H:%M}.",
         ),
         ("h2", "Summary"),
-        ("table", format_table(runs.set_index("label")[SUMMARY_COLUMNS + ["reason"]]), "runs"),
+        ("table", summary_table(runs), "runs"),
         ("p", "All columns: runs.csv. Every curve in long format: curves.csv."),
         ("h2", "Definitions"),
         ("md", definitions(report.settings)),
@@ -114,7 +125,13 @@ def _charts(report: Report, images: dict[str, Path]) -> list[Block]:
         (
             "loss",
             "Train and validation loss",
-            "One panel per run. Solid vertical line: best epoch; dotted: early-stopping epoch. "
+            "One panel per run, titled with its values of the varying keys (in the order "
+            "the figure's title names them), all on one y scale, with the chance level "
+            "(ln of the class count: the loss of a net that has learnt nothing). Under each, "
+            "validation loss in percent above its own minimum, all on one scale, with the "
+            "overfit threshold (report.overfit_rise): the overfitting rise after the best epoch, "
+            "readable whatever the training loss does. Dashed violet line and diamond: best "
+            "epoch; dotted teal line: early-stopping epoch (none where it is never). "
             "Title colour: red overfit, blue underfit, green good fit.",
             "train and validation loss per run",
         ),
@@ -122,7 +139,9 @@ def _charts(report: Report, images: dict[str, Path]) -> list[Block]:
             (
                 f"by:{key}",
                 f"Validation curves by {key}",
-                None,
+                f"One colour per value of {key}; one pair of panels per combination of the "
+                "other varying keys, all on one y scale, so that each line is one run (the mean "
+                "and a ± std band where only seeds or folds differ).",
                 f"validation loss and accuracy by {key}",
             )
             for key in report.varying
@@ -130,9 +149,11 @@ def _charts(report: Report, images: dict[str, Path]) -> list[Block]:
         (
             "capacity",
             "Capacity",
-            "Best validation loss (solid) and final training loss (dashed) against parameter "
-            "count. Training loss keeps falling with capacity; where validation loss turns up, "
-            "larger models overfit.",
+            "Best validation loss (left) and final training loss (right) against parameter "
+            "count, on one scale: one line per setup (activation and the other varying keys), "
+            "joining the runs that differ only in model.width (model.depth when the width does "
+            "not vary), the mean over seeds or folds. Training loss keeps falling with "
+            "capacity; where validation loss turns up, larger models overfit.",
             "capacity chart",
         ),
         (

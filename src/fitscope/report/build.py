@@ -60,16 +60,19 @@ def _slug(key: str) -> str:
 def draw_charts(report: Report, folder: Path) -> dict[str, Path]:
     """Every chart the runs allow, as PNG files in `folder`, by role."""
     runs, curves, layers = report.runs, report.curves, report.layers
+    varying, replicates = report.varying, report.replicate_keys
     images: dict[str, Path | None] = {
-        "loss": charts.loss_small_multiples(runs, curves, folder / "loss_curves.png"),
-        "capacity": charts.capacity(runs, folder / "capacity.png"),
+        "loss": charts.loss_small_multiples(
+            runs, curves, folder / "loss_curves.png", varying, report.settings.overfit_rise
+        ),
+        "capacity": charts.capacity(runs, folder / "capacity.png", varying, replicates),
         "gradients": layer_charts.gradient_flow(runs, layers, folder / "gradient_flow.png"),
         "units": layer_charts.unit_health(runs, layers, folder / "units.png"),
     }
-    for key in report.varying:
-        if key not in report.replicate_keys:
+    for key in varying:
+        if key not in replicates:
             images[f"by:{key}"] = charts.validation_by_key(
-                runs, curves, key, folder / f"val_by_{_slug(key)}.png"
+                runs, curves, key, folder / f"val_by_{_slug(key)}.png", varying, replicates
             )
     if report.replicate_keys:
         setup = [k for k in report.varying if k not in report.replicate_keys]

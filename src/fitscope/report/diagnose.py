@@ -11,19 +11,20 @@ import pandas as pd
 
 from fitscope.report.settings import ReportSettings
 from fitscope.rundir import LAYER_MEASURES, parse_layer_column
-from fitscope.stopping import best_epoch, early_stopping_epoch
+from fitscope.stopping import best_epoch, stop_epoch
 
 
 def stopping_epochs(metrics: pd.DataFrame, settings: ReportSettings) -> dict[str, int | None]:
     """`best_epoch` (lowest validation loss), `early_stopping_epoch` (where early stopping with
-    `report.patience` and `report.min_delta` would stop, the last epoch if never) and
-    `restored_epoch` (the best epoch up to that stop), as epoch numbers."""
+    `report.patience` and `report.min_delta` would stop; None if it never would within the
+    epochs run) and `restored_epoch` (the best epoch up to that stop, or of all epochs when it
+    never stops), as epoch numbers."""
     losses, epochs = list(metrics["val_loss"]), list(metrics["epoch"])
 
     def epoch_at(index: int | None) -> int | None:  # 1-based row index -> epoch number
         return None if index is None else int(epochs[index - 1])
 
-    stop_index = early_stopping_epoch(losses, settings.patience, settings.min_delta) or None
+    stop_index = stop_epoch(losses, settings.patience, settings.min_delta)
     return {
         "best_epoch": epoch_at(best_epoch(losses)),
         "early_stopping_epoch": epoch_at(stop_index),

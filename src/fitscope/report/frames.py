@@ -154,6 +154,7 @@ def _run_row(
         gap_loss=row["best_val_loss"] - row["best_train_loss"],
         gap_acc=row["best_train_acc"] - row["best_val_acc"],
         params=summary.get("params", np.nan),
+        classes=summary.get("classes", np.nan),
         wall_time_s=summary.get("wall_time_s", np.nan),
         samples_per_s=summary.get("samples_per_s", np.nan),
         command=record.command,

@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from fitscope.report.charts import ACTIVATION_COLORS, PALETTE, legend, save
+from fitscope.report.charts import ACTIVATION_COLORS, PALETTE, legend, literal_text, plain_log, save
 
 
 def _with_layer_x(layers: pd.DataFrame) -> pd.DataFrame:
@@ -42,6 +42,7 @@ def _run_styles(runs: pd.DataFrame) -> dict[str, tuple[tuple, str]]:
     }
 
 
+@literal_text
 def gradient_flow(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path | None:
     """Mean weight-gradient norm by layer, first to last, at the first and the best epoch."""
     if layers.empty or "grad_norm" not in layers.columns or layers["depth_index"].max() < 2:
@@ -68,6 +69,7 @@ def gradient_flow(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path 
                 label=styles[run["run"]][1],
             )
         ax.set_yscale("log")
+        plain_log(ax.yaxis)
         ax.set_title(f"Gradient norm by layer, {which} epoch")
         _layer_axis(ax, layers)
     axes[0].set_ylabel("mean ‖∂loss/∂W‖ per step (log scale)")
@@ -75,6 +77,7 @@ def gradient_flow(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path 
     return save(fig, path)
 
 
+@literal_text
 def unit_health(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path | None:
     """Dead (ReLU family) and saturated (sigmoid, tanh) shares of units by layer, best epoch."""
     measures = [m for m in ("dead", "saturated") if m in layers.columns and layers[m].notna().any()]

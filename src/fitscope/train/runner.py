@@ -200,6 +200,7 @@ def _train(
 def _environment(model: torch.nn.Module, splits: Splits, device: torch.device) -> dict[str, Any]:
     return {
         "params": count_parameters(model),
+        "classes": splits.n_classes,
         "device": device_name(device),
         "samples": {
             "train": len(splits.x_train),
