@@ -21,7 +21,6 @@ from fitscope import FitscopeError
 from fitscope.config import check_values
 from fitscope.rundir import read_sweep_section
 
-
 # A checkout's config groups, beside src/: what `python src/report.py` imports fitscope from
 # (a script's folder comes first on sys.path), where only an install maps fitscope.conf.
 CHECKOUT_CONF = Path(__file__).resolve().parents[3] / "conf"
