@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,6 +61,15 @@ def draw_charts(report: Report, folder: Path) -> dict[str, Path]:
     return {role: path for role, path in images.items() if path is not None}
 
 
+def damaged_lines(report: Report) -> list[str]:
+    """One line per damaged run: its folder and what is wrong."""
+    paths = dict(zip(report.runs["run"], report.runs["path"], strict=True))
+    return [
+        f"damaged run {paths[run]}: {why} (listed under Damaged runs, left out of the rest)"
+        for run, why in report.damaged
+    ]
+
+
 def write_report(report: Report, folder: Path) -> None:
     """Write every report file into `folder`."""
     for stale in folder.glob("*.png"):  # charts of an earlier build that no longer apply
@@ -83,7 +93,7 @@ def build_report(
     force: bool = False,
 ) -> Path:
     """Collect the runs in `paths` and write the report to `<settings.dir>/<name>` (name: the
-    first folder's by default); return that folder.
+    first folder's by default); return that folder. Each damaged run gets one line on stderr.
 
     Refuses to overwrite a report of other runs unless `force`.
     """
@@ -103,4 +113,6 @@ def build_report(
     folder.mkdir(parents=True, exist_ok=True)
     write_report(report, folder)
     sources_file.write_text(json.dumps({"runs": report.sources}, indent=2) + "\n")
+    for line in damaged_lines(report):
+        print(line, file=sys.stderr)
     return folder
