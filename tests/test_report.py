@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -534,3 +535,55 @@ def test_configs_are_read_without_resolving_interpolations(tmp_path, monkeypatch
     assert runs.loc[1, "label"] == f"data.root={planted}"
     assert f"data.root={planted}" in (folder / "report.html").read_text()
     assert planted in diff_runs(tmp_path / "s" / "0", tmp_path / "s" / "1")
+
+
+def outside_code_blocks(markdown: str) -> list[str]:
+    """The lines of `markdown` outside fenced code blocks (CommonMark's rule: a fence closes on
+    a line of at least as many backticks); fails on a fence left open."""
+    lines, fence = [], None
+    for line in markdown.splitlines():
+        run = re.fullmatch(r"(`{3,})\s*", line)
+        if fence is None and re.match(r"`{3,}", line):
+            fence = re.match(r"`+", line).group()
+        elif fence is not None and run and len(run.group(1)) >= len(fence):
+            fence = None
+        elif fence is None:
+            lines.append(line)
+    assert fence is None, "a code block that never closes"
+    return lines
+
+
+def test_markdown_shows_run_text_as_text(tmp_path):
+    values = [
+        "<script>alert(1)</script>",
+        "<img src=x onerror=alert(2)>",
+        "a|b",
+        "two\nlines | ```\n<script>alert(3)</script>",
+    ]
+    for i, value in enumerate(values):
+        make_run(tmp_path / "s" / str(i), config=with_changes(model__name=value))
+    make_run(
+        tmp_path / "s" / "4",
+        status="failed",
+        error="RuntimeError: <b>bold</b> | *x*\n<script>alert(4)</script>",
+        config=with_changes(model__name="[link](javascript:alert(5))"),
+    )
+    folder = build_report([tmp_path / "s"], in_folder(tmp_path / "reports"))
+    markdown = (folder / "report.md").read_text()
+    text = outside_code_blocks(markdown)
+    for line in text:
+        assert not re.search(r"<(script|img|b)\b", line), line
+        assert not re.search(r"(?<!\\)\[link\]", line), line
+    # every row of a table has its header's number of cells: a | in a value stays in its cell
+    tables = re.findall(r"(?:^\|.*\n)+", "\n".join(text) + "\n", flags=re.M)
+    assert len(tables) >= 3
+    for table in tables:
+        cells = {len(re.findall(r"(?<!\\)\|", row)) for row in table.splitlines()}
+        assert len(cells) == 1, table
+    assert r"model.name=&lt;script&gt;alert(1)&lt;/script&gt;" in markdown
+    assert r"model.name=a\|b" in markdown
+    assert r"RuntimeError: &lt;b&gt;bold&lt;/b&gt; \| \*x\* &lt;script&gt;" in markdown
+    # in the block of re-run commands, a label stays on its own `# ...` line
+    assert "\n# model.name=two\\nlines | ```\\n<script>alert(3)</script>\n" in markdown
+    page = (folder / "report.html").read_text()
+    assert "alert(1)" in page and not re.search(r"<img src=x|<script>alert|<b>bold", page)

@@ -179,6 +179,12 @@ def _groups(report: Report, images: dict[str, Path]) -> list[Block]:
     return blocks
 
 
+def _one_line(text: str) -> str:
+    """`text` with its line breaks written as \\n: a label in a `# comment` line of a block of
+    commands must not start a line of its own (one that a shell would run)."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _config(report: Report) -> list[Block]:
     blocks: list[Block] = [("h2", "Config"), ("h3", "Keys that vary")]
     if report.varying:
@@ -190,7 +196,7 @@ def _config(report: Report) -> list[Block]:
         ("h3", "Shared config"),
         ("code", OmegaConf.to_yaml(report.shared_config).strip() or "(none)"),
         ("h3", "Re-run commands"),
-        ("code", "\n".join(f"# {r.label}\n{r.command}" for r in runs.itertuples())),
+        ("code", "\n".join(f"# {_one_line(r.label)}\n{r.command}" for r in runs.itertuples())),
     ]
 
 
