@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -456,15 +457,17 @@ def test_null_and_set_values_of_a_key_are_a_difference(tmp_path):
 def test_values_are_written_as_on_the_command_line(tmp_path):
     make_run(tmp_path / "s" / "0", config=with_changes(model__final_activation=False))
     make_run(tmp_path / "s" / "1", config=with_changes(model__final_activation=True))
-    broken = make_run(tmp_path / "s" / "2")  # its config cannot be read: no value for any key
-    (broken / "config.yaml").write_text("model: [unclosed\n")
+    no_depth = with_changes(model__final_activation=True)
+    del no_depth["model"]["depth"]  # a run without a value for model.depth
+    make_run(tmp_path / "s" / "2", config=no_depth)
     folder = build_report([tmp_path / "s"], in_folder(tmp_path / "reports"))
     runs = pd.read_csv(folder / "runs.csv", dtype=str).set_index("run")
-    assert "model.final_activation=false " in runs.loc["0", "label"]
-    assert "model.final_activation=true " in runs.loc["1", "label"]
     # an integer stays an integer although another run has no value for its key
-    assert "model.depth=2 " in runs.loc["0", "label"]
-    assert "model.depth=null " in runs.loc["2", "label"]
+    assert runs["label"].tolist() == [
+        "model.depth=2 model.final_activation=false",
+        "model.depth=2 model.final_activation=true",
+        "model.depth=null model.final_activation=true",
+    ]
     assert runs["model.depth"].fillna("").tolist() == ["2", "2", ""]
     curves = pd.read_csv(folder / "curves.csv", dtype=str)
     assert set(curves["model.depth"].fillna("")) == {"2", ""}
@@ -522,3 +525,169 @@ def test_diff_writes_lists_as_on_the_command_line(tmp_path):
     a = make_run(tmp_path / "a", config=with_changes(optimizer__betas=[0.9, 0.999]))
     b = make_run(tmp_path / "b", config=with_changes(optimizer__betas=[0.8, 0.999]))
     assert diff_runs(a, b).splitlines()[0] == "optimizer.betas: [0.9,0.999] → [0.8,0.999]"
+
+
+def png_width(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[16:20], "big")  # the IHDR chunk's width
+
+
+def with_hydra_record(folder: Path) -> Path:
+    """`folder` with .hydra/config.yaml beside its config.yaml, as a Hydra run has."""
+    (folder / ".hydra").mkdir()
+    (folder / ".hydra" / "config.yaml").write_text((folder / "config.yaml").read_text())
+    return folder
+
+
+def test_unreadable_or_cut_config_yaml_falls_back_to_hydras_record(tmp_path):
+    for i, lr in enumerate([0.001, 0.01, 0.1, 1.0]):
+        with_hydra_record(make_run(tmp_path / "s" / str(i), config=with_changes(optimizer__lr=lr)))
+    (tmp_path / "s" / "1" / "config.yaml").write_bytes(b"model: [\xff\xfe unclosed\n")
+    (tmp_path / "s" / "2" / "config.yaml").write_text("- a list\n- not a mapping\n")
+    cut = (tmp_path / "s" / "3" / "config.yaml").read_text()
+    (tmp_path / "s" / "3" / "config.yaml").write_text(cut[: cut.index("optimizer:")])  # parses
+    folder = build_report([tmp_path / "s"], in_folder(tmp_path / "reports"))
+    runs = pd.read_csv(folder / "runs.csv", dtype=str).set_index("run")
+    assert runs["label"].tolist() == [
+        "optimizer.lr=0.001",
+        "optimizer.lr=0.01",
+        "optimizer.lr=0.1",
+        "optimizer.lr=1.0",
+    ]
+    assert runs["status"].tolist() == ["completed"] * 4
+    assert "config.yaml: not UTF-8 text" in runs.loc["1", "reason"]
+    assert "config.yaml: a list, not a mapping" in runs.loc["2", "reason"]
+    assert (
+        "config.yaml disagrees with .hydra/config.yaml on optimizer.name: read .hydra/config.yaml"
+        in runs.loc["3", "reason"]
+    )
+    assert list(runs.columns[:2]) == ["label", "optimizer.lr"]  # the one key that varies
+
+
+def test_damaged_runs_are_listed_and_leave_the_other_runs_alone(tmp_path, capsys):
+    def sweep(root: Path, damaged: bool) -> Path:
+        make_run(root / "0", OVERFIT, config=with_changes(model__depth=1))
+        make_run(root / "1", GOOD_FIT, config=with_changes(model__depth=2))
+        if not damaged:
+            return root
+        (make_run(root / "2") / "summary.json").write_text("[1, 2]\n")
+        metrics = make_run(root / "3") / "metrics.csv"
+        metrics.write_bytes(metrics.read_bytes() + b"4,\xff\xfe,0.5\n")
+        (make_run(root / "4") / "config.yaml").write_text("model: [unclosed\n")  # no .hydra
+        no_val_loss = pd.read_csv(make_run(root / "5") / "metrics.csv").drop(columns="val_loss")
+        no_val_loss.to_csv(root / "5" / "metrics.csv", index=False)
+        summary = json.loads((make_run(root / "6") / "summary.json").read_text())
+        (root / "6" / "summary.json").write_text(json.dumps({**summary, "params": "many"}))
+        return root
+
+    reports = tmp_path / "reports"
+    assert cli.main([str(sweep(tmp_path / "clean", False)), "--dir", str(reports)]) == 0
+    assert cli.main([str(sweep(tmp_path / "sweep", True)), "--dir", str(reports)]) == 0
+    errors = capsys.readouterr().err.splitlines()
+    reasons = {
+        "2": "summary.json: a list, not a JSON object",
+        "3": "metrics.csv: not UTF-8 text (byte 0xff at offset",
+        "4": "config.yaml: not a YAML mapping (while parsing a flow sequence)",
+        "5": "metrics.csv: no val_loss column",
+        "6": 'summary.json: "params" is "many", expected a number',
+    }
+    assert len(errors) == len(reasons)
+    for line, (run_id, reason) in zip(errors, reasons.items(), strict=True):
+        assert line.startswith(f"damaged run {tmp_path / 'sweep' / run_id}: {reason}")
+    clean = pd.read_csv(reports / "clean" / "runs.csv", dtype=str).drop(columns="path")
+    runs = pd.read_csv(reports / "sweep" / "runs.csv", dtype=str).drop(columns="path")
+    # the undamaged runs' rows are what they are without the damaged ones: labels, the keys
+    # that vary, integers as integers
+    assert runs.iloc[:2].equals(clean)
+    assert runs["label"].tolist()[:2] == ["model.depth=1", "model.depth=2"]
+    damaged = runs.iloc[2:].set_index("run")
+    assert set(damaged["status"]) == {"damaged"} == set(damaged["diagnosis"])
+    for run_id, reason in reasons.items():
+        assert damaged.loc[run_id, "reason"].startswith(reason)
+    assert png_width(reports / "sweep" / "loss_curves.png") == png_width(
+        reports / "clean" / "loss_curves.png"
+    )
+    for page in ("report.md", "report.html"):
+        text = (reports / "sweep" / page).read_text()
+        assert "Damaged runs" in text and "5 run(s) hold a file that is not" in text
+        assert "summary.json: a list, not a JSON object" in text
+
+
+def test_nan_and_huge_values_are_data_not_damage(tmp_path):
+    nan, huge = float("nan"), 1e308
+    make_run(tmp_path / "s" / "0", ([1.0, 0.5, nan], [1.0, 0.5, nan], [0.9, 0.95, nan]))
+    make_run(tmp_path / "s" / "1", ([1.0, huge, 0.4], [1.0, 0.5, huge], [0.9, 0.95, 0.96]))
+    summary = json.loads((tmp_path / "s" / "1" / "summary.json").read_text())
+    summary["test_best"]["loss"], summary["wall_time_s"] = nan, huge
+    (tmp_path / "s" / "1" / "summary.json").write_text(json.dumps(summary))
+    folder = build_report([tmp_path / "s"], in_folder(tmp_path / "reports"))
+    runs = pd.read_csv(folder / "runs.csv")
+    assert runs["status"].tolist() == ["completed", "completed"]
+    assert runs["best_val_loss"].tolist() == [0.5, 0.4]
+    assert runs["wall_time_s"].tolist() == [1.0, huge]
+
+
+def test_configs_are_read_without_resolving_interpolations(tmp_path, monkeypatch):
+    secret = "hunter2-do-not-publish"
+    monkeypatch.setenv("FITSCOPE_TEST_SECRET", secret)
+    planted = "${oc.env:FITSCOPE_TEST_SECRET}"
+    make_run(tmp_path / "s" / "0", config=with_changes(data__root="data"))
+    make_run(tmp_path / "s" / "1", config=with_changes(data__root=planted))
+    folder = build_report([tmp_path / "s"], in_folder(tmp_path / "reports"))
+    for path in folder.iterdir():
+        assert secret not in path.read_bytes().decode("latin-1"), path.name
+    runs = pd.read_csv(folder / "runs.csv").set_index("run")
+    assert runs.loc[1, "label"] == f"data.root={planted}"
+    assert f"data.root={planted}" in (folder / "report.html").read_text()
+    assert planted in diff_runs(tmp_path / "s" / "0", tmp_path / "s" / "1")
+
+
+def outside_code_blocks(markdown: str) -> list[str]:
+    """The lines of `markdown` outside fenced code blocks (CommonMark's rule: a fence closes on
+    a line of at least as many backticks); fails on a fence left open."""
+    lines, fence = [], None
+    for line in markdown.splitlines():
+        run = re.fullmatch(r"(`{3,})\s*", line)
+        if fence is None and re.match(r"`{3,}", line):
+            fence = re.match(r"`+", line).group()
+        elif fence is not None and run and len(run.group(1)) >= len(fence):
+            fence = None
+        elif fence is None:
+            lines.append(line)
+    assert fence is None, "a code block that never closes"
+    return lines
+
+
+def test_markdown_shows_run_text_as_text(tmp_path):
+    values = [
+        "<script>alert(1)</script>",
+        "<img src=x onerror=alert(2)>",
+        "a|b",
+        "two\nlines | ```\n<script>alert(3)</script>",
+    ]
+    for i, value in enumerate(values):
+        make_run(tmp_path / "s" / str(i), config=with_changes(model__name=value))
+    make_run(
+        tmp_path / "s" / "4",
+        status="failed",
+        error="RuntimeError: <b>bold</b> | *x*\n<script>alert(4)</script>",
+        config=with_changes(model__name="[link](javascript:alert(5))"),
+    )
+    folder = build_report([tmp_path / "s"], in_folder(tmp_path / "reports"))
+    markdown = (folder / "report.md").read_text()
+    text = outside_code_blocks(markdown)
+    for line in text:
+        assert not re.search(r"<(script|img|b)\b", line), line
+        assert not re.search(r"(?<!\\)\[link\]", line), line
+    # every row of a table has its header's number of cells: a | in a value stays in its cell
+    tables = re.findall(r"(?:^\|.*\n)+", "\n".join(text) + "\n", flags=re.M)
+    assert len(tables) >= 3
+    for table in tables:
+        cells = {len(re.findall(r"(?<!\\)\|", row)) for row in table.splitlines()}
+        assert len(cells) == 1, table
+    assert r"model.name=&lt;script&gt;alert(1)&lt;/script&gt;" in markdown
+    assert r"model.name=a\|b" in markdown
+    assert r"RuntimeError: &lt;b&gt;bold&lt;/b&gt; \| \*x\* &lt;script&gt;" in markdown
+    # in the block of re-run commands, a label stays on its own `# ...` line
+    assert "\n# model.name=two\\nlines | ```\\n<script>alert(3)</script>\n" in markdown
+    page = (folder / "report.html").read_text()
+    assert "alert(1)" in page and not re.search(r"<img src=x|<script>alert|<b>bold", page)

@@ -12,7 +12,13 @@ A run folder holds (names below):
   never write one run folder; it names that process.
 
 Readers are tolerant: a missing, empty, cut-short or unreadable file is a problem of that run,
-reported with it, never an exception that stops a report.
+reported with it, never an exception that stops a report. A run is *incomplete* when a file is
+missing or cut short the way a killed run leaves it (no summary.json, metrics.csv with no
+complete epoch); it is *damaged* (`RunRecord.damage`) when a file is there but is not what
+fitscope writes: summary.json not a JSON object or a field the report reads of the wrong type,
+metrics.csv not UTF-8 CSV or without the epoch, loss and accuracy columns, or no config that
+config.yaml or .hydra/config.yaml gives as a mapping. NaN and huge numbers are data, not damage.
+Configs are read as written: interpolations such as `${oc.env:X}` are never resolved.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from fitscope import FitscopeError
+from fitscope.config import flatten_config, show_value
 
 try:
     import fcntl
@@ -52,6 +59,9 @@ RUN_MARKERS = (SUMMARY_FILE, METRICS_FILE, ".hydra")
 
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 SPLIT_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
+REQUIRED_COLUMNS = ("epoch", *SPLIT_METRICS)  # a metrics.csv without one of them is damaged
+STATUSES = ("running", "completed", "diverged", "failed")
+HYDRA_CONFIG = ".hydra/config.yaml"  # Hydra's record of the config, as composed (unresolved)
 # Per-layer diagnostics: `<measure>_<layer>`, layers `1`, `2`, ... from the input, `out` last.
 LAYER_MEASURES = ("grad_norm", "act_mean", "act_std", "dead", "saturated")
 GRADIENT_COLUMNS = ("grad_norm_total", "clip_fraction")
@@ -169,18 +179,122 @@ class RunFolderError(FitscopeError):
     pass
 
 
+class DamagedFileError(RunFolderError):
+    """A file of a run folder that is there but is not what fitscope (or Hydra) writes. The
+    message, one line, names the file and what is wrong with it."""
+
+
 def read_json(path: Path) -> dict[str, Any]:
     with open(path) as file:
         return json.load(file)
 
 
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0].strip() if lines else type(error).__name__
+
+
+def _not_utf8(name: str, error: UnicodeDecodeError) -> DamagedFileError:
+    byte = error.object[error.start]
+    return DamagedFileError(f"{name}: not UTF-8 text (byte {byte:#04x} at offset {error.start})")
+
+
+def _read_text(path: Path, name: str) -> str:
+    """The file's text; DamagedFileError when it is not UTF-8 or cannot be read."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _not_utf8(name, error) from None
+    except OSError as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise DamagedFileError(f"{name}: cannot be read ({error.strerror or error})") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number_or_null(value: Any) -> bool:
+    return value is None or _is_number(value)
+
+
+def _test_results(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, dict) and all(_number_or_null(value.get(k)) for k in ("loss", "acc"))
+    )
+
+
+# The summary.json fields the report reads and what each may hold (any of them may be absent;
+# NaN and huge numbers are numbers). The others are the run's record, never read by the report.
+SUMMARY_FIELDS: dict[str, tuple[Any, str]] = {
+    "status": (lambda v: isinstance(v, str) and v in STATUSES, "one of " + ", ".join(STATUSES)),
+    "error": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "command": (lambda v: isinstance(v, str), "a string"),
+    "overrides": (
+        lambda v: isinstance(v, list) and all(isinstance(o, str) for o in v),
+        "a list of strings",
+    ),
+    "choices": (
+        lambda v: isinstance(v, dict) and all(c is None or isinstance(c, str) for c in v.values()),
+        "an object of strings",
+    ),
+    "params": (_number_or_null, "a number"),
+    "classes": (_number_or_null, "a number"),
+    "wall_time_s": (_number_or_null, "a number"),
+    "samples_per_s": (_number_or_null, "a number"),
+    "test_best": (_test_results, 'an object with numbers "loss" and "acc"'),
+    "test_last": (_test_results, 'an object with numbers "loss" and "acc"'),
+}
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "null" if value is None else "a number"
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A JSON value in one short line."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def read_summary(path: Path) -> dict[str, Any] | None:
+    """A run's summary.json, None when there is none. `DamagedFileError` when it is not a JSON
+    object (summary.json is written atomically: one cut short is damaged, not unfinished) or a
+    field the report reads holds the wrong type (`SUMMARY_FIELDS`)."""
+    try:
+        text = _read_text(path, path.name)
+    except FileNotFoundError:
+        return None
+    if not text.strip():
+        raise DamagedFileError(f"{path.name}: empty")
+    try:
+        summary = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise DamagedFileError(f"{path.name}: not valid JSON ({_first_line(error)})") from None
+    if not isinstance(summary, dict):
+        raise DamagedFileError(f"{path.name}: {_json_kind(summary)}, not a JSON object")
+    for key, (check, allowed) in SUMMARY_FIELDS.items():
+        if key in summary and not check(summary[key]):
+            raise DamagedFileError(
+                f'{path.name}: "{key}" is {_shown(summary[key])}, expected {allowed}'
+            )
+    return summary
+
+
 def completed_summary(run_dir: Path) -> dict[str, Any] | None:
     """The run folder's summary if it records a completed run, else None."""
     try:
-        summary = read_json(run_dir / SUMMARY_FILE)
-    except (OSError, ValueError):
+        summary = read_summary(run_dir / SUMMARY_FILE)
+    except RunFolderError:
         return None
-    return summary if summary.get("status") == "completed" else None
+    return summary if summary and summary.get("status") == "completed" else None
 
 
 def _natural_key(path: Path) -> list[Any]:
@@ -207,12 +321,17 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     return sorted(found, key=_natural_key)
 
 
+MAX_EPOCH = 2**31
+
+
 def read_metrics(path: Path) -> pd.DataFrame:
     """Epoch rows of a metrics.csv. A last line cut short (a run killed while writing it) is
-    left out; a missing or empty file gives no rows."""
-    empty = pd.DataFrame(columns=["epoch", *SPLIT_METRICS])
+    left out; a missing or empty file, or one without a complete line, gives no rows. Values
+    that are not numbers become NaN. `DamagedFileError` when the file is not UTF-8 CSV, lacks
+    one of `REQUIRED_COLUMNS`, or an epoch is not a whole number >= 0."""
+    empty = pd.DataFrame(columns=list(REQUIRED_COLUMNS))
     try:
-        text = path.read_text()
+        text = _read_text(path, path.name)
     except FileNotFoundError:
         return empty
     text = text[: text.rfind("\n") + 1]  # rows always end with a newline
@@ -220,37 +339,128 @@ def read_metrics(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(io.StringIO(text), on_bad_lines="skip")
     except pd.errors.EmptyDataError:
         return empty
-    if not {"epoch", *SPLIT_METRICS} <= set(frame.columns):
-        return empty
-    frame = frame.apply(pd.to_numeric, errors="coerce")
-    return frame.dropna(subset=["epoch"]).astype({"epoch": int}).reset_index(drop=True)
+    except Exception as error:  # pandas' parser on a file that is not what fitscope writes
+        raise DamagedFileError(f"{path.name}: not CSV ({_first_line(error)})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        plural = "s" if len(missing) > 1 else ""
+        raise DamagedFileError(f"{path.name}: no {', '.join(missing)} column{plural}")
+    frame = frame.apply(pd.to_numeric, errors="coerce").dropna(subset=["epoch"])
+    epochs = frame["epoch"]
+    wrong = epochs[(epochs % 1 != 0) | (epochs < 0) | (epochs >= MAX_EPOCH)]
+    if len(wrong):
+        raise DamagedFileError(
+            f"{path.name}: epoch {show_value(wrong.iloc[0])} is not a whole number >= 0"
+        )
+    return frame.astype({"epoch": int}).reset_index(drop=True)
 
 
-def read_config(run_dir: Path) -> dict[str, Any]:
-    """A run's resolved config, as nested containers (empty if it has none)."""
-    for path in (run_dir / CONFIG_FILE, run_dir / ".hydra" / "config.yaml"):
-        if path.is_file():
-            return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    return {}
+def _load_yaml(run_dir: Path, name: str) -> Any:
+    """A YAML file of the run folder as plain containers, interpolations left as written
+    (`${oc.env:X}` is text, never resolved); `DamagedFileError` when YAML cannot read it."""
+    try:
+        text = _read_text(run_dir / name, name)
+        return OmegaConf.to_container(OmegaConf.load(io.StringIO(text)), resolve=False)
+    except (FileNotFoundError, DamagedFileError):
+        raise
+    except Exception as error:  # YAML's and OmegaConf's errors, on a file fitscope did not write
+        raise DamagedFileError(f"{name}: not a YAML mapping ({_first_line(error)})") from None
+
+
+def _load_config(run_dir: Path, name: str) -> dict[str, Any]:
+    config = _load_yaml(run_dir, name)
+    if not isinstance(config, dict):
+        raise DamagedFileError(f"{name}: a list, not a mapping of config keys")
+    if not config:
+        raise DamagedFileError(f"{name}: empty")
+    return config
+
+
+def _differences(composed: Mapping[str, Any], written: Mapping[str, Any]) -> list[str]:
+    """The keys of `composed` (.hydra/config.yaml), in its order, whose value `written`
+    (config.yaml, its resolved copy) lacks or changes; interpolations are not compared."""
+    written = flatten_config(written)
+    return [
+        key
+        for key, value in flatten_config(composed).items()
+        if not (isinstance(value, str) and "${" in value)
+        and (key not in written or show_value(written[key]) != show_value(value))
+    ]
+
+
+def read_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """(the run's config as nested containers, a note when it came from .hydra/config.yaml
+    because config.yaml is damaged). Values as written: interpolations are not resolved.
+
+    config.yaml is the config fitscope resolved; .hydra/config.yaml is Hydra's record of it.
+    The report reads config.yaml unless it is damaged, or lacks or changes values that
+    .hydra/config.yaml holds before its last one (config.yaml cut short; a difference in the
+    last value alone is .hydra/config.yaml cut short). `DamagedFileError` when neither file
+    gives a mapping.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    damage: dict[str, str] = {}
+    for name in (CONFIG_FILE, HYDRA_CONFIG):
+        try:
+            found[name] = _load_config(run_dir, name)
+        except FileNotFoundError:
+            pass
+        except DamagedFileError as error:
+            damage[name] = str(error)
+    written, composed = found.get(CONFIG_FILE), found.get(HYDRA_CONFIG)
+    if written is not None and composed is not None:
+        differences = _differences(composed, written)
+        # only .hydra/config.yaml's last value differs: it is the file cut short
+        if differences in ([], list(flatten_config(composed))[-1:]):
+            return written, None
+        return composed, (
+            f"config.yaml disagrees with .hydra/config.yaml on {differences[0]}: "
+            "read .hydra/config.yaml"
+        )
+    if written is not None:
+        return written, None
+    if composed is not None:
+        note = damage.get(CONFIG_FILE)
+        return composed, (f"{note}: read .hydra/config.yaml" if note else None)
+    if damage:
+        raise DamagedFileError("; ".join(damage.values()))
+    raise DamagedFileError(f"no config: neither {CONFIG_FILE} nor {HYDRA_CONFIG}")
 
 
 def read_choices(run_dir: Path, summary: Mapping[str, Any] | None) -> dict[str, str]:
-    """The config group options a run was composed from, e.g. {"activation": "relu"}."""
+    """The config group options a run was composed from, e.g. {"activation": "relu"}: from
+    summary.json, else from .hydra/hydra.yaml (`DamagedFileError` when that cannot be read)."""
     if summary and summary.get("choices"):
         return dict(summary["choices"])
-    hydra_file = run_dir / ".hydra" / "hydra.yaml"
-    if hydra_file.is_file():
-        choices = OmegaConf.load(hydra_file).hydra.runtime.choices
-        return {k: v for k, v in choices.items() if not k.startswith("hydra/")}
-    return {}
+    name = ".hydra/hydra.yaml"
+    try:
+        choices = _load_yaml(run_dir, name)
+    except FileNotFoundError:
+        return {}
+    for key in ("hydra", "runtime", "choices"):
+        choices = choices.get(key) if isinstance(choices, dict) else None
+    if not isinstance(choices, dict) or not all(
+        v is None or isinstance(v, str) for v in choices.values()
+    ):
+        raise DamagedFileError(f"{name}: no hydra.runtime.choices mapping")
+    return {str(k): v for k, v in choices.items() if not str(k).startswith("hydra/")}
 
 
 def read_overrides(run_dir: Path, summary: Mapping[str, Any] | None) -> list[str]:
-    """The command-line overrides a run was started with."""
+    """The command-line overrides a run was started with: from summary.json, else from
+    .hydra/overrides.yaml (`DamagedFileError` when that is not a list of strings)."""
     if summary and "overrides" in summary:
         return list(summary["overrides"])
-    overrides = run_dir / ".hydra" / "overrides.yaml"
-    return list(OmegaConf.load(overrides)) if overrides.is_file() else []
+    name = ".hydra/overrides.yaml"
+    try:
+        overrides = _load_yaml(run_dir, name)
+    except FileNotFoundError:
+        return []
+    if overrides == {}:  # an empty file
+        return []
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise DamagedFileError(f"{name}: not a list of overrides")
+    return overrides
 
 
 def read_sweep_section(sweep_dir: Path, section: str) -> dict[str, Any] | None:
@@ -266,7 +476,9 @@ def read_sweep_section(sweep_dir: Path, section: str) -> dict[str, Any] | None:
 
 @dataclass
 class RunRecord:
-    """One run folder as read from disk."""
+    """One run folder as read from disk. `problems`: what is missing or unfinished (the run is
+    still reported); `damage`: files that are there but unreadable (the run is listed as
+    damaged and left out of every comparison), each a one-line reason naming the file."""
 
     path: Path
     summary: dict[str, Any] | None
@@ -275,6 +487,7 @@ class RunRecord:
     choices: dict[str, str]
     overrides: list[str]
     problems: list[str] = field(default_factory=list)
+    damage: list[str] = field(default_factory=list)
 
     @property
     def command(self) -> str:
@@ -283,36 +496,47 @@ class RunRecord:
 
     @property
     def status(self) -> str:
+        if self.damage:
+            return "damaged"
         if self.summary is None:
             return "running"
         return self.summary.get("status", "running")
 
 
 def read_run(path: Path) -> RunRecord:
-    """Everything a run folder holds; what could not be read is listed in `problems`."""
-    problems = []
+    """Everything a run folder holds; what is missing is listed in `problems`, what is there
+    but unreadable in `damage`. Raises nothing for a run folder's contents."""
+    problems: list[str] = []
+    damage: list[str] = []
     summary = None
-    if (path / SUMMARY_FILE).is_file():
-        try:
-            summary = read_json(path / SUMMARY_FILE)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            problems.append(f"summary.json unreadable ({error})")
-    else:
-        problems.append("no summary.json: still running, or stopped before it was written")
-    metrics = read_metrics(path / METRICS_FILE)
-    if metrics.empty:
-        reason = "missing" if not (path / METRICS_FILE).is_file() else "has no complete epoch"
-        problems.append(f"metrics.csv {reason}")
     try:
-        config = read_config(path)
-    except Exception as error:  # a broken YAML file must not stop the whole report
-        config, problems = {}, [*problems, f"config unreadable ({error})"]
-    return RunRecord(
-        path,
-        summary,
-        metrics,
-        config,
-        read_choices(path, summary),
-        read_overrides(path, summary),
-        problems,
-    )
+        summary = read_summary(path / SUMMARY_FILE)
+        if summary is None:
+            problems.append("no summary.json: still running, or stopped before it was written")
+    except DamagedFileError as error:
+        damage.append(str(error))
+    metrics = pd.DataFrame(columns=list(REQUIRED_COLUMNS))
+    try:
+        metrics = read_metrics(path / METRICS_FILE)
+        if metrics.empty:
+            reason = "missing" if not (path / METRICS_FILE).is_file() else "has no complete epoch"
+            problems.append(f"metrics.csv {reason}")
+    except DamagedFileError as error:
+        damage.append(str(error))
+    config: dict[str, Any] = {}
+    try:
+        config, note = read_config(path)
+        problems += [note] if note else []
+    except DamagedFileError as error:
+        damage.append(str(error))
+    choices: dict[str, str] = {}
+    overrides: list[str] = []
+    try:
+        choices = read_choices(path, summary)
+    except DamagedFileError as error:
+        damage.append(str(error))
+    try:
+        overrides = read_overrides(path, summary)
+    except DamagedFileError as error:
+        damage.append(str(error))
+    return RunRecord(path, summary, metrics, config, choices, overrides, problems, damage)

@@ -200,6 +200,12 @@ def _groups(report: Report, images: dict[str, Path]) -> list[Block]:
     return blocks
 
 
+def _one_line(text: str) -> str:
+    """`text` with its line breaks written as \\n: a label in a `# comment` line of a block of
+    commands must not start a line of its own (one that a shell would run)."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _config(report: Report) -> list[Block]:
     blocks: list[Block] = [("h2", "Config"), ("h3", "Keys that vary")]
     if report.varying:
@@ -211,22 +217,44 @@ def _config(report: Report) -> list[Block]:
         ("h3", "Shared config"),
         ("code", OmegaConf.to_yaml(report.shared_config).strip() or "(none)"),
         ("h3", "Re-run commands"),
-        ("code", "\n".join(f"# {r.label}\n{r.command}" for r in runs.itertuples())),
+        ("code", "\n".join(f"# {_one_line(r.label)}\n{r.command}" for r in runs.itertuples())),
     ]
 
 
 def _problems(report: Report) -> list[Block]:
     runs = report.runs
-    problems = runs[runs["status"] != "completed"][["label", "status", "reason"]]
+    unfinished = ~runs["status"].isin(["completed", "damaged"])
+    problems = runs[unfinished][["label", "status", "reason"]]
     blocks: list[Block] = [("h2", "Failures, unfinished and skipped runs")]
     if problems.empty and not report.skipped:
-        blocks.append(("p", "None: every run completed."))
+        others = " other" if report.damaged else ""
+        blocks.append(("p", f"None: every{others} run completed."))
     if not problems.empty:
         blocks.append(("table", problems.set_index("label"), "problems"))
     if report.skipped:
         left_out = "; ".join(f"{run} ({why})" for run, why in report.skipped)
         blocks.append(("p", f"Left out of the charts: {left_out}"))
     return blocks
+
+
+def _damaged(report: Report) -> list[Block]:
+    """The runs whose files are there but unreadable, each with what is wrong."""
+    if not report.damaged:
+        return []
+    paths = dict(zip(report.runs["run"], report.runs["path"], strict=True))
+    table = pd.DataFrame(
+        [{"run": run, "path": paths[run], "reason": why} for run, why in report.damaged]
+    )
+    return [
+        ("h2", "Damaged runs"),
+        (
+            "p",
+            f"{len(report.damaged)} run(s) hold a file that is not what fitscope writes. They "
+            "are left out of the varying keys, labels, charts and means: the rest of the "
+            "report is what it would be without them. Repair or re-run them.",
+        ),
+        ("table", table.set_index("run"), "damaged"),
+    ]
 
 
 def report_blocks(report: Report, name: str, images: dict[str, Path]) -> list[Block]:
@@ -237,4 +265,5 @@ def report_blocks(report: Report, name: str, images: dict[str, Path]) -> list[Bl
         *_groups(report, images),
         *_config(report),
         *_problems(report),
+        *_damaged(report),
     ]

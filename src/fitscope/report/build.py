@@ -18,6 +18,7 @@ import json
 import os
 import re
 import secrets
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -82,6 +83,15 @@ def draw_charts(report: Report, folder: Path) -> dict[str, Path]:
     return {role: path for role, path in images.items() if path is not None}
 
 
+def damaged_lines(report: Report) -> list[str]:
+    """One line per damaged run: its folder and what is wrong."""
+    paths = dict(zip(report.runs["run"], report.runs["path"], strict=True))
+    return [
+        f"damaged run {paths[run]}: {why} (listed under Damaged runs, left out of the rest)"
+        for run, why in report.damaged
+    ]
+
+
 def write_report(report: Report, folder: Path, name: str | None = None) -> None:
     """Write every report file into `folder` (a new, empty folder), titled `name` (the
     folder's name by default)."""
@@ -106,7 +116,7 @@ def build_report(
 ) -> Path:
     """Collect the runs in `paths` and write the report to `<settings.dir>/<name>` (name: the
     first folder's by default); return that folder. See the module docstring for what it
-    refuses to overwrite unless `force`."""
+    refuses to overwrite unless `force`. Each damaged run gets one line on stderr."""
     if not paths:
         raise ReportError("no folders given: pass sweep folders or run folders")
     settings = settings or ReportSettings.from_mapping()
@@ -129,6 +139,8 @@ def build_report(
                 for leftover in staging.iterdir():
                     leftover.unlink()
                 staging.rmdir()
+    for line in damaged_lines(report):
+        print(line, file=sys.stderr)
     return folder
 
 

@@ -32,8 +32,8 @@ def diff_runs(run_a: str | Path, run_b: str | Path) -> str:
     and the command that re-runs each."""
     records = [read_run(Path(p)) for p in (run_a, run_b)]
     for path, record in zip((run_a, run_b), records, strict=True):
-        if not record.config:
-            raise FitscopeError(f"{path}: no config.yaml or .hydra/config.yaml: not a run folder")
+        if not record.config:  # damaged: none of its config files gives a mapping
+            raise FitscopeError(f"{path}: no config to compare: {'; '.join(record.damage)}")
     flats = [flatten_config(r.config) for r in records]
     choices = [r.choices for r in records]
     lines = []

@@ -1,7 +1,11 @@
 """Run folders become the report's frames: `runs` (one row per run: its varying config keys,
 status, diagnosis, best and early-stopping epochs, results) and `curves` (long format: run,
 epoch, split, metric, value), with the per-layer diagnostics, the configs and, when seeds or
-folds vary, mean and std per setup."""
+folds vary, mean and std per setup.
+
+A damaged run (`RunRecord.damage`: a file that is there but unreadable) keeps its row in `runs`
+(status and diagnosis `damaged`, the reason) and is left out of everything else: the varying
+keys, the labels, curves, charts and means are what they would be without it."""
 
 from __future__ import annotations
 
@@ -29,6 +33,16 @@ from fitscope.rundir import (
 # Keys whose values are repetitions of one setup: runs that differ only in them are aggregated.
 REPLICATE_KEYS = ("trainer.seed", "data.fold")
 SHORT_NAMES = {"trainer.seed": "seed", "data.fold": "fold"}
+# Whole numbers: nullable integers, so that a run without a value (no data, damaged) leaves the
+# others' 12 as 12, not 12.0.
+INTEGER_COLUMNS = (
+    "best_epoch",
+    "early_stopping_epoch",
+    "restored_epoch",
+    "epochs_run",
+    "params",
+    "classes",
+)
 AGGREGATED = (
     "best_val_loss",
     "best_val_acc",
@@ -48,11 +62,13 @@ class Report:
     runs: pd.DataFrame  # one row per run
     curves: pd.DataFrame  # run, epoch, split, metric, value (+ varying keys, label)
     layers: pd.DataFrame  # run, epoch, layer, grad_norm, act_mean, act_std, dead, saturated
-    configs: pd.DataFrame  # run x every flattened config key and group choice (values as read)
+    configs: pd.DataFrame  # run x every flattened config key and group choice (values as read),
+    # for the runs compared (damaged runs left out)
     varying: list[str]
     groups: pd.DataFrame | None  # mean/std over replicate keys, when one varies
     replicate_keys: list[str]
     skipped: list[tuple[str, str]]  # (run, why) for runs left out of the charts
+    damaged: list[tuple[str, str]]  # (run, why) for damaged runs, left out of every comparison
     settings: ReportSettings
     sources: list[str]
     shared_config: dict[str, Any]  # the config keys every run has in common, nested
@@ -121,7 +137,10 @@ def _metric_at(metrics: pd.DataFrame, epoch: int | None, prefix: str) -> dict[st
 
 
 def _diagnosis(record: RunRecord, settings: ReportSettings) -> tuple[str, str]:
-    """(diagnosis, reason): the run's status when it diverged or failed, else `diagnose`."""
+    """(diagnosis, reason): `damaged` with what is wrong, the run's status when it diverged or
+    failed, else `diagnose`."""
+    if record.damage:
+        return "damaged", "; ".join(record.damage)
     if record.status in ("diverged", "failed"):
         return record.status, (record.summary or {}).get("error") or record.status
     if record.metrics.empty:
@@ -129,14 +148,19 @@ def _diagnosis(record: RunRecord, settings: ReportSettings) -> tuple[str, str]:
     diagnosis, reason = diagnose(record.metrics, settings)
     if record.status == "running":
         reason += " (unfinished: " + "; ".join(record.problems or ["status running"]) + ")"
+    elif record.problems:  # e.g. its config read from .hydra/config.yaml
+        reason += " (" + "; ".join(record.problems) + ")"
     return diagnosis, reason
 
 
 def _run_row(
     record: RunRecord, keys: Mapping[str, Any], settings: ReportSettings, layers: pd.DataFrame
 ) -> dict[str, Any]:
-    """The run's row of `runs`; `keys`: its run id, label and values of the varying keys."""
+    """The run's row of `runs`; `keys`: its run id, label and values of the varying keys. A
+    damaged run's results are left empty: none of its files is taken for a result."""
     summary, metrics = record.summary or {}, record.metrics
+    if record.damage:
+        summary, metrics = {}, metrics.iloc[0:0]
     diagnosis, reason = _diagnosis(record, settings)
     row: dict[str, Any] = {**keys, "status": record.status, "diagnosis": diagnosis}
     row["reason"] = reason
@@ -161,6 +185,18 @@ def _run_row(
         path=display_path(record.path),
     )
     return row
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _is_int64(value: Any) -> bool:
+    return (
+        isinstance(value, (int, np.integer))
+        and not isinstance(value, bool)
+        and -(2**63) <= value < 2**63
+    )
 
 
 def _long_curves(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -196,19 +232,28 @@ def collect(paths: Iterable[str | Path], settings: ReportSettings | None = None)
     run_dirs = find_run_dirs(paths)
     records = [read_run(p) for p in run_dirs]
     ids = _run_ids(run_dirs)
+    flat = [{**r.choices, **flatten_config(r.config)} for r in records]
+    compared = [i for i, r in enumerate(records) if not r.damage]
     configs = pd.DataFrame(  # object dtype: an int stays an int where another run lacks it
-        [{**r.choices, **flatten_config(r.config)} for r in records],
-        index=pd.Index(ids, name="run"),
+        [flat[i] for i in compared],
+        index=pd.Index([ids[i] for i in compared], name="run"),
         dtype=object,
     )
     varying = varying_keys(configs)
-    rows, curves, layers, skipped = [], [], [], []
-    for run_id, record in zip(ids, records, strict=True):
-        config = configs.loc[run_id]
-        keys = {"run": run_id, "label": run_label(config, varying, run_id)}
+    rows, curves, layers, skipped, damaged = [], [], [], [], []
+    for i, (run_id, record) in enumerate(zip(ids, records, strict=True)):
+        if record.damage:  # its own values, where it has a config; None for the others
+            config = pd.Series(flat[i], dtype=object).reindex(varying)
+        else:
+            config = configs.loc[run_id]
+        keys = {"run": run_id}
+        keys["label"] = run_label(config, varying, run_id) if record.config else run_id
         keys.update({k: config[k] for k in varying})
-        run_layers = layer_frame(record.metrics)
+        run_layers = layer_frame(record.metrics.iloc[0:0] if record.damage else record.metrics)
         rows.append(_run_row(record, keys, settings, run_layers))
+        if record.damage:
+            damaged.append((run_id, "; ".join(record.damage)))
+            continue
         if record.metrics.empty:
             skipped.append((run_id, "; ".join(record.problems)))
             continue
@@ -216,6 +261,10 @@ def collect(paths: Iterable[str | Path], settings: ReportSettings | None = None)
         if not run_layers.empty:
             layers.append(run_layers.assign(**keys))
     runs = pd.DataFrame(rows)
+    for column in INTEGER_COLUMNS:
+        values = [row[column] for row in rows]
+        if all(_missing(v) or _is_int64(v) for v in values):
+            runs[column] = pd.array([None if _missing(v) else int(v) for v in values], "Int64")
     for key in varying:  # as read: an int stays an int where another run has no value
         runs[key] = pd.Series([row[key] for row in rows], dtype=object)
     replicates = [k for k in REPLICATE_KEYS if k in varying]
@@ -230,9 +279,10 @@ def collect(paths: Iterable[str | Path], settings: ReportSettings | None = None)
         groups=aggregate_replicates(runs, varying, replicates) if replicates else None,
         replicate_keys=replicates,
         skipped=skipped,
+        damaged=damaged,
         settings=settings,
         sources=[display_path(p) for p in run_dirs],
-        shared_config=shared_config(records[0].config, configs),
+        shared_config=shared_config(next((r.config for r in records if not r.damage), {}), configs),
     )
 
 

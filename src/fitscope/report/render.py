@@ -8,25 +8,66 @@ import base64
 import html
 import re
 
+import numpy as np
 import pandas as pd
 
 from fitscope.report.blocks import Block
 
+# Characters that Markdown (GitHub's included) reads as markup anywhere in a line; `_` only
+# where it can open or close emphasis, not inside a word such as grad_clip.
+_MARKUP = re.compile(r"[\\`*\[\]|~$#]|(?<![^\W_])_|_(?![^\W_])")
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def markdown_text(text: object) -> str:
+    """`text` as it reads, in a Markdown line or table cell: HTML (`<script>`, `<img ...>`) as
+    text, markup characters escaped, `|` kept inside its cell, line breaks as spaces."""
+    text = re.sub(r"\r\n|[\r\n]", " ", str(text))
+    text = re.sub(r"[&<>]", lambda m: _ENTITIES[m.group()], text)
+    return _MARKUP.sub(lambda m: "\\" + m.group(), text)
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    """A pipe table; every text (header, index, cell) escaped, numbers as they are."""
+
+    def cell(value: object) -> object:
+        if value is None or isinstance(value, (int, float, np.number)):
+            return value
+        return markdown_text(value)
+
+    frame = frame.map(cell)
+    frame.index = frame.index.map(cell)
+    frame.index.name = None if frame.index.name is None else markdown_text(frame.index.name)
+    frame.columns = [markdown_text(c) for c in frame.columns]
+    return frame.to_markdown()
+
+
+def _code_block(text: str) -> str:
+    """A fenced code block that no line of `text` can close: the fence is longer than any run
+    of backticks in it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text}\n{fence}"
+
 
 def markdown(blocks: list[Block]) -> str:
-    """report.md: renders on GitHub, images relative to the report folder."""
+    """report.md: renders on GitHub, images relative to the report folder. Every text that
+    comes from the runs (config values, labels, reasons, names) is escaped: it reads as written
+    and cannot add markup, HTML or table cells; `md` blocks are the report's own Markdown."""
     parts = []
     for kind, *content in blocks:
         if kind in ("h1", "h2", "h3"):
-            parts.append("#" * int(kind[1]) + " " + content[0])
-        elif kind in ("p", "md"):
+            parts.append("#" * int(kind[1]) + " " + markdown_text(content[0]))
+        elif kind == "p":
+            parts.append(markdown_text(content[0]))
+        elif kind == "md":
             parts.append(content[0])
         elif kind == "table":
-            parts.append(content[0].to_markdown())
+            parts.append(_markdown_table(content[0]))
         elif kind == "img":
-            parts.append(f"![{content[1]}]({content[0].name})")
+            parts.append(f"![{markdown_text(content[1])}]({content[0].name})")
         elif kind == "code":
-            parts.append(f"```\n{content[0]}\n```")
+            parts.append(_code_block(content[0]))
     return "\n\n".join(parts) + "\n"
 
 
