@@ -15,11 +15,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fitscope import FitscopeError
 from fitscope.config import ConfigError
-from fitscope.rundir import ENTRY_POINT, display_path
+from fitscope.rundir import ENTRY_POINT, LOCK_FILE, RunLocked, display_path, run_lock
 from fitscope.train.runner import run
 
 # Hydra's own files in a job's folder, written before the job starts.
@@ -34,7 +34,7 @@ def main(cfg: DictConfig) -> float:
     hyperparameter sweepers such as hparams_search=lr_optuna minimize."""
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    overrides = list(hydra_cfg.overrides.task)
+    overrides = OmegaConf.to_container(hydra_cfg.overrides.task)  # as typed: ${...} unresolved
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
     label = f"#{hydra_cfg.job.num} {' '.join(overrides)}".strip() if in_sweep else "run"
     out_dir = Path(hydra_cfg.runtime.output_dir)
@@ -54,21 +54,25 @@ def main(cfg: DictConfig) -> float:
 def _remove_fresh_job_folder(folder: Path, remove_parent: bool) -> None:
     """Remove a job folder that holds only what Hydra wrote before the job started (so nothing
     of a user's or of an earlier run), and a single run's time and date folders left empty."""
+    cwd = Path.cwd().resolve()
+    if folder.resolve() in (cwd, *cwd.parents):  # hydra.run.dir=. : never the working folder
+        return
     try:
-        entries = {p.name: p for p in folder.iterdir()}
-        if not set(entries) <= set(HYDRA_FILES):
-            return
-        hydra_dir = entries.get(".hydra")
-        if hydra_dir and not {p.name for p in hydra_dir.iterdir()} <= HYDRA_FILES[".hydra"]:
-            return
-        shutil.rmtree(folder)
+        with run_lock(folder):  # not while another process trains it
+            entries = {p.name: p for p in folder.iterdir() if p.name != LOCK_FILE}
+            if not set(entries) <= set(HYDRA_FILES):
+                return
+            hydra_dir = entries.get(".hydra")
+            if hydra_dir and not {p.name for p in hydra_dir.iterdir()} <= HYDRA_FILES[".hydra"]:
+                return
+            shutil.rmtree(folder)
         # a single run's <time> folder, then its <date> folder, when it left them empty
         time_dir = folder.parent
         if remove_parent and re.fullmatch(r"\d\d-\d\d-\d\d(\.\d+)?", time_dir.name):
             time_dir.rmdir()  # OSError when not empty
             if re.fullmatch(r"\d{4}-\d\d-\d\d", time_dir.parent.name):
                 time_dir.parent.rmdir()
-    except OSError:
+    except (OSError, RunLocked):
         pass  # left as it is: the error line says what went wrong
 
 

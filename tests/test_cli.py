@@ -180,15 +180,16 @@ def test_interrupted_run_says_so_and_keeps_its_epochs(tmp_path):
     summary = read_summary(run_dir)
     assert summary["status"] == "failed"
     assert summary["error"].startswith("interrupted")
-    kept = len(read_metrics(run_dir))
-    assert kept >= 2 and summary["epochs_run"] == kept
+    kept = summary["epochs_run"]  # a Ctrl-C just after a row was written may miss that row
+    assert kept >= 2 and len(read_metrics(run_dir)) in (kept, kept + 1)
     # one line for the run (what was kept), one for what to do: no traceback
     assert "Traceback" not in out + err
     [line] = out.splitlines()
     folder = run_dir.relative_to(tmp_path)
     assert line.endswith(
         f"run: interrupted at epoch {kept}/10000; its {kept} finished epochs are kept in "
-        f"{folder}/metrics.csv, its summary.json says failed (interrupted)"
+        f"{folder}/metrics.csv (running it again starts it over), its summary.json says failed "
+        "(interrupted)"
     )
     assert err.strip().endswith(f" hydra.run.dir={folder}")
     assert err.count("\n") == 1

@@ -111,6 +111,7 @@ def test_every_file_of_a_run_gets_the_permissions_the_umask_gives(tmp_path, umas
     assert set(modes.values()) == {0o666 & ~umask}, modes
 
 
+@pytest.mark.slow
 def test_early_stopping_really_stops(tmp_path):
     # Adam at a high rate overfits the small digits set within a few epochs.
     cfg = quick_cfg(

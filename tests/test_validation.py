@@ -135,3 +135,21 @@ def test_a_key_fitscope_does_not_know_is_refused_with_the_nearest_known_one(over
     message = str(error.value)
     assert message.startswith(f"{key_value} is invalid: fitscope has no key {key}; ")
     assert hint in message and "\n" not in message
+
+
+def test_a_value_that_cannot_be_resolved_is_refused_in_one_line(monkeypatch):
+    monkeypatch.delenv("FITSCOPE_UNSET", raising=False)
+    with pytest.raises(ConfigError) as error:
+        validate(compose_cfg("optimizer.lr=${oc.env:FITSCOPE_UNSET}"))
+    message = str(error.value)
+    assert message.startswith("optimizer.lr cannot be resolved: ") and "\n" not in message
+    assert "FITSCOPE_UNSET" in message
+
+
+@pytest.mark.slow
+def test_command_line_unresolvable_value_leaves_no_run_folder(tmp_path):
+    result = run_cli("optimizer.lr=${oc.env:FITSCOPE_UNSET}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "optimizer.lr cannot be resolved" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not list(tmp_path.glob("multirun/*"))

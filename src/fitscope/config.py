@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from fitscope import FitscopeError
 
@@ -290,7 +291,13 @@ def check_known_keys(config: Mapping[str, Any]) -> None:
 def check_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """Check every key and value of a run's config and how values depend on each other; return
     the resolved config as plain containers."""
-    config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    try:
+        config = (
+            OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        )
+    except OmegaConfBaseException as error:  # an interpolation that cannot be resolved
+        key = getattr(error, "full_key", None) or "a value"
+        raise ConfigError(f"{key} cannot be resolved: {str(error).splitlines()[0]}") from None
     check_known_keys(config)
     check_values(config)
     data, optimizer = config["data"], config["optimizer"]

@@ -27,6 +27,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import re
 import secrets
@@ -43,6 +44,8 @@ from omegaconf import OmegaConf
 
 from fitscope import FitscopeError
 from fitscope.config import flatten_config, show_value
+
+log = logging.getLogger("fitscope")
 
 try:
     import fcntl
@@ -104,8 +107,8 @@ class RunLocked(FitscopeError):
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold `run_dir`'s lock while training it; `RunLocked` (naming the holder) when another
     process holds it. An OS lock (flock): the kernel releases it when its process ends, however
-    it ends, so a killed run never blocks the next attempt. Where the OS has no flock (Windows)
-    the run is not locked."""
+    it ends, so a killed run never blocks the next attempt. Where the OS or the file system has
+    no flock (Windows; Lustre mounted without `-o flock`) the run is not locked."""
     path = run_dir / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -115,6 +118,8 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             except BlockingIOError:
                 holder = path.read_text(errors="replace").strip() or "another process"
                 raise RunLocked(f"{display_path(run_dir)} is being trained by {holder}") from None
+            except OSError as error:  # a file system without flock (Lustre without -o flock)
+                log.warning(f"{display_path(run_dir)}: not locked ({error.strerror})")
         os.ftruncate(fd, 0)
         since = datetime.now().astimezone().isoformat(timespec="seconds")
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode())

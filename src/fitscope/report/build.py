@@ -152,7 +152,8 @@ def _builds_take_turns(parent: Path) -> Iterator[None]:
         return
     fd = os.open(parent, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # waits for a build in progress (seconds)
+        with contextlib.suppress(OSError):  # a file system without flock: builds do not wait
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits for a build in progress (seconds)
         yield
     finally:
         os.close(fd)
@@ -184,7 +185,7 @@ def _previous_files(folder: Path, sources: Sequence[str], force: bool) -> list[s
             )
     if manifest is None:
         return []  # a report of an older fitscope, or not a report: nothing of it is removed
-    return [f for f in manifest if f == Path(f).name]  # names in the folder, nothing beyond
+    return [f for f in manifest if f not in ("", ".", "..") and f == Path(f).name]
 
 
 def _listed(path: Path, key: str) -> list[str] | None:
@@ -211,4 +212,6 @@ def _move_into_place(staging: Path, folder: Path, previous: Sequence[str]) -> No
     for name in sorted(written, key=lambda n: n == MANIFEST_FILE):  # the manifest last
         os.replace(staging / name, folder / name)
     for name in set(previous) - set(written):
-        (folder / name).unlink(missing_ok=True)
+        stale = folder / name
+        if stale.is_file() or stale.is_symlink():  # a file the previous build wrote, nothing else
+            stale.unlink(missing_ok=True)

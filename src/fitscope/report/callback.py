@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from fitscope.report.settings import ReportSettings
-from fitscope.rundir import SUMMARY_FILE
+from fitscope.rundir import SUMMARY_FILE, completed_summary
 
 log = logging.getLogger("fitscope")
 
@@ -60,7 +60,11 @@ class ReportCallback(Callback):
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         summaries = list(sweep_dir.glob(f"*/{SUMMARY_FILE}"))
-        kept = sum(1 for s in summaries if s.stat().st_mtime < self._started)
+        kept = sum(  # completed before this sweep started: not a run another process trains
+            1
+            for s in summaries
+            if s.stat().st_mtime < self._started and completed_summary(s.parent) is not None
+        )
         if kept:  # a resumed sweep: their summary.json files were not touched by this sweep
             print(
                 f"resume: {kept} of {len(summaries)} runs were already completed with the same "

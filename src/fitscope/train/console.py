@@ -53,7 +53,8 @@ def interrupted_line(label: str, summary: Mapping[str, Any], run_dir: str) -> st
         return f"{label}: interrupted before its first epoch ended ({run_dir})"
     return (
         f"{label}: interrupted at epoch {done}/{epochs}; its {done} finished epochs are kept in "
-        f"{run_dir}/metrics.csv, its summary.json says failed (interrupted)"
+        f"{run_dir}/metrics.csv (running it again starts it over), its summary.json says "
+        "failed (interrupted)"
     )
 
 

@@ -229,7 +229,7 @@ def _fit_recorded(
 
         def on_epoch(row: dict[str, float]) -> None:
             writer.write(row)
-            summary["epochs_run"] = int(row["epoch"])
+            summary["epochs_run"] = int(row["epoch"])  # never more than metrics.csv holds
             console.epoch(row)
             for logger in loggers:
                 logger.epoch(row)
