@@ -121,7 +121,7 @@ def test_warm_up_leaves_no_trace(splits):
     torch.manual_seed(0)
     model = build_mlp(64, 10, depth=1, width=16, activation={"name": "relu"})
     initial = [p.detach().clone() for p in model.parameters()]
-    step = GraphStep(model, OPTIMIZERS["adam"], TRAINER, splits.x_train, splits.y_train, False)
+    step = GraphStep(model, OPTIMIZERS["adam"], TRAINER, splits.x_train, splits.y_train, None)
     for p, q in zip(initial, model.parameters(), strict=True):
         assert torch.equal(p, q)
     state = [v for s in step.optimizer.state.values() for v in s.values()]

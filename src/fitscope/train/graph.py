@@ -61,8 +61,8 @@ GRAPH_OPTIMIZER_ARGS: dict[str, dict[str, bool]] = {
 
 
 class GraphStep(Step):
-    """The whole step recorded as one CUDA graph (see the module docstring); with
-    `capture=False` the same step runs eagerly, batch by batch."""
+    """The whole step recorded as one CUDA graph on `stream` (see the module docstring); with
+    no stream the same step runs eagerly, batch by batch."""
 
     mode = "graph"
 
@@ -73,11 +73,8 @@ class GraphStep(Step):
         settings: TrainerSettings,
         x: torch.Tensor,
         y: torch.Tensor,
-        capture: bool,
-        stream: torch.cuda.Stream | None = None,
+        stream: torch.cuda.Stream | None,
     ) -> None:
-        if capture and stream is None:
-            raise ValueError("a captured graph step needs its capture stream")
         device = x.device
         self.lr = torch.tensor(float(optimizer_cfg["lr"]), device=device)
         optimizer = make_optimizer(
@@ -94,7 +91,7 @@ class GraphStep(Step):
         self.weight = weight / weight.sum(dim=1, keepdim=True)  # each step's mean, pads at 0
         self.index = torch.zeros(1, dtype=torch.long, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.stream = stream if capture else None
+        self.stream = stream
         self._prepare()
 
     def _step(self) -> None:
@@ -241,7 +238,7 @@ def graph_step(
         while len(GRAPH_CACHE) >= GRAPH_CACHE_SIZE:
             GRAPH_CACHE.popitem(last=False)  # before capture, so its stream is free again
         stream = _capture_stream(x.device) if capture else None
-        step = GraphStep(copy.deepcopy(model), optimizer_cfg, settings, x, y, capture, stream)
+        step = GraphStep(copy.deepcopy(model), optimizer_cfg, settings, x, y, stream)
     else:
         step.load([*model.parameters(), *model.buffers()], float(optimizer_cfg["lr"]))
     GRAPH_CACHE[key] = step
