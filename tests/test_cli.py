@@ -41,7 +41,7 @@ def test_multirun_sweep_writes_one_folder_per_run_and_survives_divergence(tmp_pa
         swept = [o for o in summary["overrides"] if o.startswith(("optimizer.lr", "activation"))]
         statuses[" ".join(swept)] = summary["status"]
         assert (run_dir / "config.yaml").is_file() and (run_dir / ".hydra").is_dir()
-        assert len(read_metrics(run_dir)) == summary["epochs_run"]
+        assert len(read_metrics(run_dir)) == summary["epochs_run"] + 1  # and epoch 0
         assert summary["command"].startswith("python src/run.py ")
         assert summary["choices"]["activation"] in ("relu", "tanh")
     assert statuses["optimizer.lr=0.05 activation=relu"] == "completed"
@@ -155,7 +155,7 @@ def _start_long_run(tmp_path, *args):
     deadline = time.time() + 120
     while time.time() < deadline:
         metrics = list(tmp_path.glob("multirun/*/*/0/metrics.csv"))
-        if metrics and len(metrics[0].read_text().splitlines()) >= 3:  # header + 2 epochs
+        if metrics and len(metrics[0].read_text().splitlines()) >= 4:  # header, epochs 0 to 2
             return proc, metrics[0].parent
         time.sleep(0.2)
     proc.kill()
@@ -167,7 +167,7 @@ def test_killed_run_leaves_written_epochs_readable(tmp_path):
     proc.kill()
     proc.wait(timeout=30)
     metrics = read_metrics(run_dir)
-    assert len(metrics) >= 2 and list(metrics["epoch"][:2]) == [1, 2]
+    assert len(metrics) >= 2 and list(metrics["epoch"][:2]) == [0, 1]
     assert metrics.notna().all().all()
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
 
@@ -181,7 +181,7 @@ def test_interrupted_run_says_so_and_keeps_its_epochs(tmp_path):
     assert summary["status"] == "failed"
     assert summary["error"].startswith("interrupted")
     kept = summary["epochs_run"]  # a Ctrl-C just after a row was written may miss that row
-    assert kept >= 2 and len(read_metrics(run_dir)) in (kept, kept + 1)
+    assert kept >= 2 and len(read_metrics(run_dir)) in (kept + 1, kept + 2)  # and epoch 0
     # one line for the run (what was kept), one for what to do: no traceback
     assert "Traceback" not in out + err
     [line] = out.splitlines()
@@ -231,7 +231,7 @@ def test_the_same_sweep_started_twice_at_once_trains_each_run_once(tmp_path):
     for run_dir in sorted((tmp_path / "sweep").glob("[0-9]")):
         summary, metrics = read_summary(run_dir), read_metrics(run_dir)
         assert summary["status"] == "completed" and summary["epochs_run"] == 30
-        assert metrics["epoch"].tolist() == list(range(1, 31))  # one writer: no row twice
+        assert metrics["epoch"].tolist() == list(range(31))  # one writer: no row twice
         assert metrics.notna().all().all()
     # each run was trained by one process; the other skipped it, saying so or finding it done
     trained = sum(o.count(": completed in ") for o in outputs)

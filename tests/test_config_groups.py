@@ -39,7 +39,7 @@ def test_option_composes_and_trains_one_epoch(group, option, idx_root, tmp_path)
     assert summary["epochs_run"] == 1
     assert read_summary(tmp_path)["status"] == "completed"
     metrics = read_metrics(tmp_path)
-    assert list(metrics["epoch"]) == [1]
+    assert list(metrics["epoch"]) == [0, 1]  # epoch 0: the network as initialized
     assert math.isfinite(metrics["val_loss"][0])
     assert (tmp_path / "best.pt").is_file()
     assert (tmp_path / "config.yaml").is_file()

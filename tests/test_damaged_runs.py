@@ -168,7 +168,7 @@ def metrics_damage(draw):
     if kind == "garbage":
         return (*draw(garbage()), True)
     if kind == "drop column":
-        column = draw(st.sampled_from([*REQUIRED, "lr", "seconds", "grad_norm_1", "dead_1"]))
+        column = draw(st.sampled_from([*REQUIRED, "lr", "seconds", "grad_rms_1", "dead_1"]))
         drop = edit_metrics(lambda cols, rows: ([c for c in cols if c != column], rows))
         return f"metrics.csv without {column}", drop, column in REQUIRED
     cells = draw(

@@ -66,7 +66,16 @@ REQUIRED_COLUMNS = ("epoch", *SPLIT_METRICS)  # a metrics.csv without one of the
 STATUSES = ("running", "completed", "diverged", "failed")
 HYDRA_CONFIG = ".hydra/config.yaml"  # Hydra's record of the config, as composed (unresolved)
 # Per-layer diagnostics: `<measure>_<layer>`, layers `1`, `2`, ... from the input, `out` last.
-LAYER_MEASURES = ("grad_norm", "act_mean", "act_std", "dead", "saturated")
+# grad_norm: whole-matrix gradient norms, in run folders written before grad_rms (per weight).
+LAYER_MEASURES = (
+    "grad_rms",
+    "grad_norm",
+    "act_mean",
+    "act_std",
+    "signal",
+    "dead",
+    "saturated",
+)
 GRADIENT_COLUMNS = ("grad_norm_total", "clip_fraction")
 _LAYER_COLUMN = re.compile(rf"^({'|'.join(LAYER_MEASURES)})_(\d+|out)$")
 ENTRY_POINT = "python src/run.py"

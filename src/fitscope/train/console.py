@@ -83,7 +83,7 @@ class Console:
     def epoch(self, row: Mapping[str, float]) -> None:
         if self.show_epochs:
             log.info(epoch_line(row, self.epochs))
-        if self._bar is not None:
+        if self._bar is not None and row["epoch"] >= 1:  # epoch 0: the untrained network
             self._bar.update(1)
 
     def finished(self, label: str, summary: Mapping[str, Any], run_dir: str) -> None:

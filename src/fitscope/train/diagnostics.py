@@ -4,22 +4,31 @@ Everything is measured on the training device and accumulated in device tensors,
 loop never waits for the host; the values come back with the epoch's one transfer.
 
 Per epoch, `metrics.csv` gets (layers are numbered from the input, `out` is the output layer):
-- `grad_norm_<layer>`: mean over the epoch's steps of the L2 norm of that layer's weight gradient;
+- `grad_rms_<layer>`: mean over the epoch's steps of the RMS of that layer's weight gradient (its
+  L2 norm over the square root of its element count: per weight, so that a 784x128 layer and a
+  128x10 one compare);
 - `grad_norm_total`: mean global gradient norm (all parameters) before clipping;
 - `clip_fraction`: share of steps where clipping fired (0 without `optimizer.grad_clip`);
-- `act_mean_<i>`, `act_std_<i>`: mean and std of hidden layer i's outputs on a fixed
-  validation batch (the first `DIAGNOSTIC_BATCH` validation samples), eval mode;
+- `act_mean_<i>`, `act_std_<i>`: mean and std of hidden layer i's outputs (over units and
+  samples) on a fixed validation batch (the first `DIAGNOSTIC_BATCH` validation samples), eval
+  mode;
+- `signal_<i>`: on that batch, each unit's std across the samples, root-mean-square over the
+  layer's units: how much the layer's output still depends on the input (a forward signal
+  that collapses leaves the deep layers the same output, set by their biases, for every input);
 - `dead_<i>` (ReLU family): share of layer i's units whose pre-activation is <= 0 for every
   sample of that batch (they pass no gradient through the ReLU's flat side);
-- `saturated_<i>` (sigmoid, tanh): share of layer i's unit activations on that batch whose
-  derivative is below 1% of its maximum.
+- `saturated_<i>` (sigmoid, tanh): share of layer i's unit outputs on that batch within
+  `SATURATION_MARGIN` of the activation's bounds (sigmoid: 0 or 1; tanh: -1 or 1), as Glorot &
+  Bengio (2010) measure saturation.
+
+Epoch 0 is the network as initialized: the same columns, its gradients from one pass over a fixed
+training batch (`initial_gradients`), no optimizer step.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fitscope.config import ACTIVATIONS
@@ -28,11 +37,10 @@ from fitscope.train.models import activation_class
 
 DIAGNOSTIC_BATCH = 1024
 DEAD_FAMILY = ("relu", "leaky", "elu", "selu", "gelu", "silu", "mish", "softplus")
-# |pre-activation| beyond which the derivative is below 1% of its maximum.
-SATURATION = {
-    "sigmoid": math.log((1 + math.sqrt(0.99)) / (1 - math.sqrt(0.99))),  # s(1-s) = 0.01 * 1/4
-    "tanh": math.atanh(math.sqrt(0.99)),  # 1 - tanh^2 = 0.01
-}
+# A unit output this close to one of its activation's bounds counts as saturated (Glorot &
+# Bengio 2010): sigmoid outputs below 0.01 or above 0.99, tanh outputs beyond +-0.99.
+SATURATION_MARGIN = 0.01
+SATURATION_BOUNDS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
 
 
 def activation_of(model: nn.Module) -> str | None:
@@ -58,7 +66,7 @@ def unit_measure(activation: str | None) -> str | None:
     """`dead`, `saturated` or None: which unit statistic this activation has."""
     if activation in DEAD_FAMILY:
         return "dead"
-    if activation in SATURATION:
+    if activation in SATURATION_BOUNDS:
         return "saturated"
     return None
 
@@ -66,10 +74,10 @@ def unit_measure(activation: str | None) -> str | None:
 def diagnostic_columns(model: nn.Module, activation: str | None) -> list[str]:
     """The `metrics.csv` columns that `GradientMonitor` and `activation_statistics` fill."""
     names = layer_names(model)
-    columns = [layer_column("grad_norm", n) for n in names] + list(GRADIENT_COLUMNS)
+    columns = [layer_column("grad_rms", n) for n in names] + list(GRADIENT_COLUMNS)
     measure = unit_measure(activation)
     for hidden in names[:-1]:
-        columns += [layer_column("act_mean", hidden), layer_column("act_std", hidden)]
+        columns += [layer_column(m, hidden) for m in ("act_mean", "act_std", "signal")]
         if measure:
             columns.append(layer_column(measure, hidden))
     return columns
@@ -89,6 +97,8 @@ class GradientMonitor:
         self.weight_index = torch.tensor(
             [next(i for i, p in enumerate(self.params) if p is w) for w in weights], device=device
         )
+        # 1 / sqrt(element count) per weight matrix: a norm times it is the RMS
+        self.rms_scale = torch.tensor([w.numel() ** -0.5 for w in weights], device=device)
         self.sums = torch.zeros(len(weights) + 2, device=device)
 
     def step(self) -> torch.Tensor:
@@ -96,7 +106,8 @@ class GradientMonitor:
         norms = torch.stack(torch._foreach_norm([p.grad for p in self.params]))
         total = torch.linalg.vector_norm(norms)
         clipped = total > self.grad_clip if self.grad_clip is not None else torch.zeros_like(total)
-        self.sums += torch.cat([norms[self.weight_index], total[None], clipped[None].float()])
+        rms = norms[self.weight_index] * self.rms_scale
+        self.sums += torch.cat([rms, total[None], clipped[None].float()])
         return total
 
     def clip(self, total: torch.Tensor) -> None:
@@ -105,7 +116,7 @@ class GradientMonitor:
             nn.utils.clip_grads_with_norm_(self.params, self.grad_clip, total)
 
     def epoch_values(self, steps: int) -> torch.Tensor:
-        """Mean per-layer weight-gradient norms, mean global norm and clip fraction over the
+        """Mean per-layer weight-gradient RMS, mean global norm and clip fraction over the
         `steps` steps recorded since the last call; then the sums restart from zero."""
         values = self.sums / max(steps, 1)
         self.sums.zero_()
@@ -116,8 +127,9 @@ class GradientMonitor:
 def activation_statistics(
     model: nn.Sequential, x: torch.Tensor, activation: str | None
 ) -> torch.Tensor:
-    """Per hidden layer: mean and std of its outputs on `x`, then its dead or saturated share
-    (when the activation has one), in the order of `diagnostic_columns`."""
+    """Per hidden layer: mean and std of its outputs on `x`, its signal (per-unit std across
+    the samples, RMS over units), then its dead or saturated share (when the activation has
+    one), in the order of `diagnostic_columns`."""
     model.eval()
     measure = unit_measure(activation)
     hidden = len(linear_layers(model)) - 1
@@ -128,15 +140,33 @@ def activation_statistics(
         out = module(h)
         if isinstance(module, nn.Linear):
             pre = out
-        elif pre is not None and len(values) < hidden * (3 if measure else 2):
+        elif pre is not None and len(values) < hidden * (4 if measure else 3):
             # the activation after a hidden layer (not the opt-in one after the output layer)
-            values += [out.mean(), out.std()]
+            signal = out.float().std(dim=0).square().mean().sqrt()
+            values += [out.mean(), out.std(), signal]
             if measure == "dead":
                 values.append((pre <= 0).all(dim=0).float().mean())
             elif measure == "saturated":
-                values.append((pre.abs() > SATURATION[activation]).float().mean())
+                low, high = SATURATION_BOUNDS[activation]
+                near = (out < low + SATURATION_MARGIN) | (out > high - SATURATION_MARGIN)
+                values.append(near.float().mean())
             pre = None
         h = out
     if not values:
         return torch.zeros(0, device=x.device)
     return torch.stack(values)
+
+
+def initial_gradients(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None = None
+) -> torch.Tensor:
+    """Epoch 0's gradient columns: the per-layer RMS and the global norm of the gradient of the
+    mean loss on (x, y) (one pass, eval mode: dropout off, no random numbers drawn), and 1.0
+    where clipping would fire on it. The gradients are then dropped (no optimizer step)."""
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x).float(), y).backward()
+    monitor = GradientMonitor(model, grad_clip)
+    monitor.step()
+    model.zero_grad(set_to_none=True)
+    return monitor.epoch_values(1)

@@ -1,5 +1,7 @@
 """The train stage: the epoch loop over tensors already on the device.
 
+Epoch 0 is the network as initialized (`initial_row`): its losses, accuracies and diagnostics
+before any step, so that what training changed can be told from what the init gave.
 Each epoch trains on every batch of a seeded on-device permutation (the last batch may be
 smaller; how a step runs, eager or as a CUDA graph, is `make_step`), then evaluates
 per-sample-mean loss and accuracy on the training and validation parts with the epoch's final
@@ -28,6 +30,7 @@ from fitscope.train.diagnostics import (
     activation_of,
     activation_statistics,
     diagnostic_columns,
+    initial_gradients,
 )
 from fitscope.train.graph import graph_step
 from fitscope.train.settings import TrainerSettings
@@ -92,7 +95,8 @@ def make_step(
 @dataclass
 class FitResult:
     status: str  # "completed" or "diverged"
-    rows: list[dict[str, float]] = field(default_factory=list)
+    rows: list[dict[str, float]] = field(default_factory=list)  # trained epochs, from epoch 1
+    initial: dict[str, float] | None = None  # epoch 0: the network as initialized
     best_epoch: int | None = None
     best_state: dict[str, torch.Tensor] | None = None
     stopped_early: bool = False
@@ -174,6 +178,31 @@ def _row(
     return dict(zip(columns, values, strict=True))
 
 
+def initial_row(
+    model: nn.Module,
+    splits: Splits,
+    optimizer_cfg: Mapping[str, Any],
+    settings: TrainerSettings,
+    columns: list[str],
+) -> dict[str, float]:
+    """Epoch 0's `metrics.csv` row: `model` as it is, before any step. Its gradient columns
+    come from one pass over the first `DIAGNOSTIC_BATCH` training samples (no step taken, no
+    random number drawn, so training is what it would be without it)."""
+    start = time.perf_counter()
+    batch, precision = settings.eval_batch_size, settings.precision
+    measures = {
+        "train": evaluate(model, splits.x_train, splits.y_train, batch, precision),
+        "val": evaluate(model, splits.x_val, splits.y_val, batch, precision),
+    }
+    if settings.diagnostics:
+        x, y = splits.x_train[:DIAGNOSTIC_BATCH], splits.y_train[:DIAGNOSTIC_BATCH]
+        measures["gradients"] = initial_gradients(model, x, y, optimizer_cfg.get("grad_clip"))
+        probe = splits.x_val[:DIAGNOSTIC_BATCH]
+        measures["activations"] = activation_statistics(model, probe, activation_of(model))
+    host = _to_host(measures)
+    return _row(columns, 0, host, optimizer_cfg["lr"], time.perf_counter() - start)
+
+
 def fit(
     model: nn.Module,
     splits: Splits,
@@ -184,17 +213,21 @@ def fit(
 ) -> FitResult:
     """Train `model` for `settings.epochs` epochs (fewer if early stopping is enabled or the run
     diverges: see `diverged`), keeping the weights of the epoch with the lowest validation
-    loss. `on_epoch` gets each epoch's row (`metric_columns`) as soon as it exists; `on_steps`,
+    loss. `on_epoch` gets each epoch's row (`metric_columns`) as soon as it exists, epoch 0
+    (`initial_row`) first; the best epoch and early stopping see the trained epochs; `on_steps`,
     if given, the epoch number and the training loss of each of its steps. When it returns,
     `model` holds the last epoch's weights."""
     device = splits.x_train.device
+    columns = metric_columns(model, settings.diagnostics)
+    initial = initial_row(model, splits, optimizer_cfg, settings, columns)
+    if on_epoch is not None:
+        on_epoch(initial)
     setup_start = time.perf_counter()
     step = make_step(model, optimizer_cfg, settings, splits.x_train, splits.y_train)
     trained = step.model  # a graph step trains a twin of `model`
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     stopper = EarlyStopping(settings.early_stopping.patience, settings.early_stopping.min_delta)
-    columns = metric_columns(model, settings.diagnostics)
-    result = FitResult(status="completed", compile=step.mode)
+    result = FitResult(status="completed", initial=initial, compile=step.mode)
     best_loss, loop_seconds, timer = math.inf, 0.0, _TrainTimer(device)
     result.setup_seconds = time.perf_counter() - setup_start
 

@@ -255,6 +255,7 @@ def _fit_summary(result: FitResult, settings: TrainerSettings) -> dict[str, Any]
             val_losses, stopping.patience, stopping.min_delta
         ),
         "last": _metrics(rows[-1]),
+        "initial": _metrics(result.initial) if result.initial else None,  # epoch 0, untrained
         "samples_per_s": result.samples_per_s,
         "compile": result.compile,
         "setup_s": result.setup_seconds,
