@@ -36,14 +36,14 @@ def test_deep_sigmoid_net_with_plain_sgd_has_vanishing_gradients(tmp_path):
     )
     run(cfg, tmp_path / "run")
     metrics = read_metrics(tmp_path / "run")
-    ratio = metrics["grad_norm_1"] / metrics["grad_norm_out"]
+    ratio = metrics["grad_rms_1"] / metrics["grad_rms_out"]
     assert (ratio < 1e-3).all()
     # Each layer towards the input gets a smaller gradient than the one after it.
-    norms = metrics.loc[0, [f"grad_norm_{n}" for n in [*range(1, 9), "out"]]].to_numpy()
+    norms = metrics.loc[0, [f"grad_rms_{n}" for n in [*range(1, 9), "out"]]].to_numpy()
     assert (norms[:-1] < norms[1:]).all()
     flags = collect([tmp_path / "run"]).runs.iloc[0]
-    assert flags["gradient_flag"] == "vanishing gradients"
-    assert flags["grad_ratio_first"] == pytest.approx(ratio[0])
+    assert flags["flag"] == "stuck at chance (vanishing gradients toward the input)"
+    assert flags["grad_ratio_first"] == pytest.approx(ratio[0])  # epoch 0
 
 
 @pytest.mark.slow
@@ -51,8 +51,8 @@ def test_shallow_relu_net_has_healthy_gradient_flow(tmp_path):
     cfg = quick_cfg("model.depth=2", "model.width=64", "optimizer=sgd", "trainer.epochs=2")
     run(cfg, tmp_path / "run")
     metrics = read_metrics(tmp_path / "run")
-    assert (metrics["grad_norm_1"] / metrics["grad_norm_out"] > 0.1).all()
-    assert collect([tmp_path / "run"]).runs.iloc[0]["gradient_flag"] == ""
+    assert (metrics["grad_rms_1"] / metrics["grad_rms_out"] > 0.1).all()
+    assert collect([tmp_path / "run"]).runs.iloc[0]["flag"] == ""
 
 
 def test_relu_layer_with_large_negative_bias_is_reported_dead():
@@ -61,7 +61,9 @@ def test_relu_layer_with_large_negative_bias_is_reported_dead():
     with torch.no_grad():
         model[2].bias.fill_(-100.0)  # the second hidden layer's Linear
     stats = activation_statistics(model, torch.randn(256, 20), "relu")
-    columns = [c for c in diagnostic_columns(model, "relu") if c.startswith(("act_", "dead_"))]
+    columns = [
+        c for c in diagnostic_columns(model, "relu") if c.startswith(("act_", "signal_", "dead_"))
+    ]
     values = dict(zip(columns, stats.tolist(), strict=True))
     assert values["dead_2"] == 1.0
     assert values["act_mean_2"] == 0.0 and values["act_std_2"] == 0.0
@@ -97,19 +99,22 @@ def test_clipping_changes_the_global_norm_but_not_the_layer_ratio():
     values = monitor.epoch_values(steps=1).tolist()
     assert values[-1] == 1.0  # clipping fired on the one step
     assert values[-2] == pytest.approx(before.item())
-    assert values[:-2] == pytest.approx(layers_before, rel=1e-5)
+    sizes = [layer.weight.numel() for layer in model if hasattr(layer, "weight")]
+    rms = [norm / size**0.5 for norm, size in zip(layers_before, sizes, strict=True)]
+    assert values[:-2] == pytest.approx(rms, rel=1e-5)  # per weight
 
 
 def test_clip_fraction_is_zero_without_clipping(tmp_path):
     run(quick_cfg(), tmp_path)
-    assert read_metrics(tmp_path)["clip_fraction"].tolist() == [0.0]
+    assert read_metrics(tmp_path)["clip_fraction"].tolist() == [0.0, 0.0]
 
 
 @pytest.mark.slow
 def test_tiny_clip_fires_on_every_step_and_is_flagged(tmp_path):
     run(quick_cfg("trainer.epochs=2", "optimizer.grad_clip=1e-6"), tmp_path)
-    assert read_metrics(tmp_path)["clip_fraction"].tolist() == [1.0, 1.0]
-    assert collect([tmp_path]).runs.iloc[0]["gradient_flag"] == "exploding gradients"
+    # epoch 0: clipping would fire on the fixed batch's gradient; then on every step
+    assert read_metrics(tmp_path)["clip_fraction"].tolist() == [1.0, 1.0, 1.0]
+    assert collect([tmp_path]).runs.iloc[0]["flag"] == "stuck at chance (exploding gradients)"
 
 
 def test_diagnostics_can_be_turned_off(tmp_path):
@@ -121,21 +126,23 @@ def test_diagnostic_columns_are_named_by_layer():
     model = build_mlp(20, 10, depth=2, width=8, activation={"name": "gelu"})
     assert layer_names(model) == ["1", "2", "out"]
     assert diagnostic_columns(model, "gelu") == [
-        "grad_norm_1",
-        "grad_norm_2",
-        "grad_norm_out",
+        "grad_rms_1",
+        "grad_rms_2",
+        "grad_rms_out",
         "grad_norm_total",
         "clip_fraction",
         "act_mean_1",
         "act_std_1",
+        "signal_1",
         "dead_1",
         "act_mean_2",
         "act_std_2",
+        "signal_2",
         "dead_2",
     ]
     linear = build_mlp(20, 10, depth=0, width=8, activation={"name": "tanh"})
     assert diagnostic_columns(linear, "tanh") == [
-        "grad_norm_out",
+        "grad_rms_out",
         "grad_norm_total",
         "clip_fraction",
     ]
@@ -152,7 +159,7 @@ def test_report_writes_layers_and_gradient_charts(tmp_path):
     folder = build_report([tmp_path / "sweep"], settings)
     layers = pd.read_csv(folder / "layers.csv")
     assert set(layers["layer"].astype(str)) == {"1", "2", "3", "out"}
-    assert {"grad_norm", "act_mean", "act_std", "dead", "saturated"} <= set(layers.columns)
-    assert len(layers) == 2 * 2 * 4  # runs x epochs x layers
+    assert {"grad_rms", "act_mean", "act_std", "signal", "dead", "saturated"} <= set(layers.columns)
+    assert len(layers) == 2 * 3 * 4  # runs x epochs (0 to 2) x layers
     assert (folder / "gradient_flow.png").is_file() and (folder / "units.png").is_file()
     assert "## Gradient flow" in (folder / "report.md").read_text()

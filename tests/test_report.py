@@ -124,11 +124,11 @@ def with_changes(**changes) -> dict:
 @pytest.mark.parametrize(
     ("curves", "diagnosis", "best", "stop", "reason"),
     [
-        (OVERFIT, "overfit", 4, 7, "val loss +62% after epoch 4 while train loss fell 95%"),
+        (OVERFIT, "overfit", 4, 7, "val loss of the last epoch +62% over its smoothed minimum"),
         (UNDERFIT, "underfit", 7, 10, "train acc 30.0% < 90% after 10 epochs"),
-        (NOT_CONVERGED, "underfit", 10, None, "not converged: val loss still fell"),
-        (GOOD_FIT, "good fit", 5, 8, "val loss +0.8% from its minimum at epoch 5"),
-        (PERFECT, "good fit", 3, 6, "val loss +0.0% from its minimum at epoch 3"),
+        (NOT_CONVERGED, "not converged", 10, None, "smoothed val loss still fell"),
+        (GOOD_FIT, "good fit", 5, 8, "val loss of the last epoch +0.8% over its smoothed minimum"),
+        (PERFECT, "good fit", 3, 6, "val loss of the last epoch +0.0% over its smoothed minimum"),
     ],
     ids=["overfit", "underfit", "not-converged", "good-fit", "zero-loss"],
 )
@@ -278,7 +278,7 @@ def test_report_files(tmp_path):
         assert (folder / name).is_file(), name
     markdown = (folder / "report.md").read_text()
     assert "![train and validation loss per run](loss_curves.png)" in markdown
-    assert "val loss +62% after epoch 4" in markdown
+    assert "overfit after epoch 4: val loss of the last epoch +62%" in markdown
     assert "python src/run.py" in markdown
     assert "`trainer_stop_epoch`" in markdown  # the trainer's own stop, told apart
     page = (folder / "report.html").read_text()
@@ -513,7 +513,8 @@ def test_trainer_stop_and_report_early_stopping_epoch_have_their_own_names(tmp_p
         "report.patience=6",
     )
     run(cfg, tmp_path / "sweep" / "0")
-    losses = pd.read_csv(tmp_path / "sweep" / "0" / "metrics.csv")["val_loss"].tolist()
+    metrics = pd.read_csv(tmp_path / "sweep" / "0" / "metrics.csv")
+    losses = metrics.loc[metrics["epoch"] >= 1, "val_loss"].tolist()  # the trained epochs
     summary = json.loads((tmp_path / "sweep" / "0" / "summary.json").read_text())
     row = collect([tmp_path / "sweep"], ReportSettings.from_mapping(patience=6)).runs.iloc[0]
     assert summary["trainer_stop_epoch"] == early_stopping_epoch(losses, 2)

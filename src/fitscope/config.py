@@ -230,6 +230,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
         ("report.converge_tol", number(0), True),
         ("report.vanishing_ratio", number(0, low_open=True), True),
         ("report.exploding_norm", number(0, low_open=True), True),
+        ("report.smooth_window", integer(1), True),
+        ("report.noise_tolerance", number(0), True),
+        ("report.chance_margin", number(0, 1), True),
+        ("report.collapse_ratio", number(0, low_open=True), True),
+        ("report.unit_share", number(0, 1, low_open=True, high_open=False), True),
     ]
 }
 

@@ -20,7 +20,7 @@ Block = tuple
 SUMMARY_COLUMNS = [
     "status",
     "diagnosis",
-    "gradient_flag",
+    "flag",
     "best_epoch",
     "early_stopping_epoch",
     "epochs_run",
@@ -35,23 +35,61 @@ SUMMARY_COLUMNS = [
 PERCENT_COLUMNS = re.compile(r"(acc|acc_mean|acc_std)$")
 
 DEFINITIONS = """\
-- **best epoch**: the epoch with the lowest validation loss; the test columns use its weights.
+- **epoch 0**: the network as initialized, before any step: its losses, accuracies and
+  diagnostics (gradients from one pass over a fixed training batch). Charts start there; the
+  best epoch, early stopping and the fit verdict look at trained epochs (1 on) only.
+- **best epoch**: the trained epoch with the lowest validation loss. Every run keeps its weights
+  (`best.pt`), and the test columns use them: "best weights kept, test uses epoch 7" in a reason
+  says so where the best epoch is not the last.
 - **early-stopping epoch**: where early stopping on validation loss would have stopped, with
-  patience {patience} and min_delta {min_delta} (`report.patience`, `report.min_delta`); it would
-  restore the best epoch up to then (`restored_epoch` in runs.csv). *never* when it would not
-  have stopped within the epochs run (runs.csv leaves the value empty, the loss chart draws no
-  line; `restored_epoch` is then the best epoch). The report computes it from
-  the curves; the trainer's own early stopping (`trainer.early_stopping`, off by default) is
-  another setting, and each run's summary.json records where it stopped or would have stopped
-  the run (`trainer_stop_epoch`).
-- **fit diagnosis**: *underfit* when the last training accuracy is below {underfit:.0%}, or when
-  validation loss still fell by more than {tol:.0%} over the last {window:.0%} of the epochs (not
-  converged); *overfit* when the last validation loss is at least {rise:.0%} above its minimum,
-  reached before the last epoch, while training loss kept falling; *good fit* otherwise;
-  *diverged* / *failed* from the run's status. Thresholds: `report.*` in `conf/report/`.
-- **gradient flag**: *vanishing gradients* when the first layer's mean gradient norm is below
-  {vanishing:g} of the output layer's at the first or the best epoch; *exploding gradients* when
+  patience {patience} and min_delta {min_delta} (`report.patience`, `report.min_delta`): after
+  `patience` epochs in a row without a decrease larger than min_delta. *never* when it would
+  not have stopped within the epochs run (runs.csv leaves the value empty, the loss chart draws
+  no line). `restored_epoch` (runs.csv) is the lowest-loss epoch up to that stop (all epochs
+  when it never stops). With min_delta > 0 this can differ from Keras'
+  `restore_best_weights`, which restores the last epoch that improved by more than min_delta: an
+  epoch that lowered the loss by less than min_delta is restored here and not by Keras. The
+  report computes these from the curves; the trainer's own early stopping
+  (`trainer.early_stopping`, off by default) is another setting, and each run's summary.json
+  records where it stopped or would have stopped the run (`trainer_stop_epoch`).
+- **smoothed curve and noise**: validation loss smoothed by a centred moving mean over
+  {window} epochs (`report.smooth_window`; at most a fifth of the epochs run, an odd number, so
+  a run of fewer than 15 epochs is judged unsmoothed; `val_window` in runs.csv; the loss chart
+  draws it). Its noise (`val_noise`) is the standard deviation of independent epoch-to-epoch
+  noise around a locally straight trend, estimated from the second half of the curve as
+  1.4826 × the median absolute second difference / √6 (the DER_SNR estimator: a steady rise or
+  fall adds nothing, a few jumps do not dominate). A rise or fall counts only when larger than
+  {k:g} × the noise (`report.noise_tolerance`), so a noisy plateau does not flip a verdict.
+- **fit verdict** (diagnosis), judged in this order: *underfit* when the last training accuracy
+  is below {underfit:.0%}; *overfit* when the mean validation loss of the last `val_window`
+  epochs is at least {rise:.0%} (`report.overfit_rise`) and more than the noise tolerance above
+  the smoothed curve's minimum, reached before the last epoch, while training loss fell
+  (`val_rise` in runs.csv); *not converged* when the smoothed validation loss still fell by more
+  than {tol:.0%} (`report.converge_tol`) and more than the noise tolerance over the last
+  {tail:.0%} of the epochs (`report.converge_window`, at least `val_window` epochs), or the run
+  has fewer than 3 epochs: train longer; *good fit* otherwise; *diverged* / *failed* from the
+  run's status.
+- **flag**: *stuck at chance* when, over every trained epoch, validation accuracy stayed within
+  {margin:.0%} of chance (1 / the class count) or validation loss within {margin:.0%} of
+  ln(class count) (`report.chance_margin`), with its most likely cause, the first of:
+  *vanishing gradients toward the input* (the first layer's gradient RMS below {vanishing:g} of
+  the output layer's at epoch 0 or the best epoch, `report.vanishing_ratio`), *collapsed
+  forward signal* (at epoch 0 the last hidden layer's signal below {collapse:g} of the first's,
+  `report.collapse_ratio`), *dead units*, *saturated units* (a hidden layer with at
+  least {share:.0%} of them at the last epoch, `report.unit_share`), *exploding gradients*
+  (below); where both gradients and
+  signal fall below their thresholds, the one with the smaller ratio is named first.
+  Otherwise *vanishing gradients* on the same gradient rule, or *exploding gradients* when
   the global gradient norm exceeds {exploding:g} or clipping fired on most steps of an epoch.
+  runs.csv's `flag_reason` has the numbers.
+- **gradient RMS**: a layer's weight-gradient norm over the square root of its element count
+  (per weight), averaged over an epoch's steps, so that layers of different sizes compare.
+- **signal** of a hidden layer: each unit's std across the samples of a fixed validation batch,
+  root-mean-square over the layer's units: how much its output still depends on the input.
+  `act_mean`, `act_std`: mean and std over units and samples together.
+- **dead unit** (ReLU family): pre-activation ≤ 0 on every sample of a fixed validation batch;
+  **saturated output** (sigmoid, tanh): within 0.01 of the activation's bounds (0 or 1; -1 or
+  1), as Glorot & Bengio (2010) count saturation.
 - **gap**: validation minus training loss at the best epoch. Losses are per-sample mean
   cross-entropy in nats; accuracies are percentages."""
 
@@ -89,11 +127,16 @@ def definitions(s: ReportSettings) -> str:
     return DEFINITIONS.format(
         patience=s.patience,
         min_delta=s.min_delta,
+        window=s.smooth_window,
+        tail=s.converge_window,
+        k=s.noise_tolerance,
         underfit=s.underfit_train_acc,
         tol=s.converge_tol,
-        window=s.converge_window,
         rise=s.overfit_rise,
+        margin=s.chance_margin,
         vanishing=s.vanishing_ratio,
+        collapse=s.collapse_ratio,
+        share=s.unit_share,
         exploding=s.exploding_norm,
     )
 
@@ -112,10 +155,24 @@ def _summary(report: Report, name: str) -> list[Block]:
             f"Built {datetime.now():%Y-%m-%d %H:%M}.",
         ),
         ("h2", "Summary"),
+        *_flagged(runs),
         ("table", summary_table(runs), "runs"),
         ("p", "All columns: runs.csv. Every curve in long format: curves.csv."),
         ("h2", "Definitions"),
         ("md", definitions(report.settings)),
+    ]
+
+
+def _flagged(runs: pd.DataFrame) -> list[Block]:
+    """The runs that the diagnostics flag (stuck at chance, vanishing or exploding gradients),
+    each with its flag and the numbers behind it."""
+    flagged = runs[runs["flag"].fillna("") != ""] if "flag" in runs.columns else runs.iloc[0:0]
+    if flagged.empty:
+        return []
+    table = flagged.set_index("label")[["flag", "flag_reason"]]
+    return [
+        ("p", f"{len(flagged)} run(s) flagged by the diagnostics (see Definitions: flag):"),
+        ("table", table.rename(columns={"flag_reason": "numbers"}), "flags"),
     ]
 
 
@@ -132,7 +189,10 @@ def _charts(report: Report, images: dict[str, Path]) -> list[Block]:
             "overfit threshold (report.overfit_rise): the overfitting rise after the best epoch, "
             "readable whatever the training loss does. Dashed violet line and diamond: best "
             "epoch; dotted teal line: early-stopping epoch (none where it is never). "
-            "Title colour: red overfit, blue underfit, green good fit.",
+            "Thick pale orange line: validation loss smoothed over report.smooth_window epochs, "
+            "what the verdict judges; the rise panel's box gives the last epochs' mean over "
+            "the smoothed minimum. Title colour: red overfit, blue underfit, purple not "
+            "converged, green good fit.",
             "train and validation loss per run",
         ),
         *(
@@ -159,12 +219,27 @@ def _charts(report: Report, images: dict[str, Path]) -> list[Block]:
         (
             "gradients",
             "Gradient flow",
-            "Mean norm of each layer's weight gradient per step, from the first layer to the "
-            "output layer. A line falling steeply towards the input means vanishing gradients: "
-            "the first layers barely learn. gradient_flag in the summary marks runs whose "
-            f"first-to-last ratio is below {report.settings.vanishing_ratio:g} "
-            "(report.vanishing_ratio). Per-layer values: layers.csv.",
-            "gradient norm by layer",
+            "RMS of each layer's weight gradient (its norm per weight, so that layers of "
+            "different sizes compare), mean per step, from the first layer to the output layer, "
+            "at epoch 0 (the untrained network, one pass over a fixed batch) and at the best "
+            "epoch. A line falling steeply towards the input means vanishing gradients: the "
+            "first layers barely learn; every layer low at once goes with a collapsed forward "
+            "signal. The flag marks runs whose first-to-output ratio is below "
+            f"{report.settings.vanishing_ratio:g} (report.vanishing_ratio). Per-layer values: "
+            "layers.csv.",
+            "gradient RMS by layer",
+        ),
+        (
+            "signal",
+            "Forward signal at epoch 0",
+            "Mean and standard deviation of each hidden layer's outputs for the network as "
+            "initialized, on a fixed validation batch, and its signal: each unit's std across "
+            "the samples, root-mean-square over the layer's units. A signal that shrinks layer "
+            "by layer is a collapsing forward signal: the deep layers give nearly the same "
+            "output for every input (the flag's collapsed forward signal, "
+            "report.collapse_ratio). Grey lines: mean 0 and std 1, what SELU with LeCun init "
+            "keeps across depth.",
+            "activation mean and std by layer at epoch 0",
         ),
         (
             "units",

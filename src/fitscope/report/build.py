@@ -64,10 +64,15 @@ def draw_charts(report: Report, folder: Path) -> dict[str, Path]:
     varying, replicates = report.varying, report.replicate_keys
     images: dict[str, Path | None] = {
         "loss": charts.loss_small_multiples(
-            runs, curves, folder / "loss_curves.png", varying, report.settings.overfit_rise
+            runs,
+            curves,
+            folder / "loss_curves.png",
+            varying,
+            report.settings.overfit_rise,
         ),
         "capacity": charts.capacity(runs, folder / "capacity.png", varying, replicates),
         "gradients": layer_charts.gradient_flow(runs, layers, folder / "gradient_flow.png"),
+        "signal": layer_charts.forward_signal(runs, layers, folder / "forward_signal.png"),
         "units": layer_charts.unit_health(runs, layers, folder / "units.png"),
     }
     for key in varying:

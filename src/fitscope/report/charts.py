@@ -28,19 +28,24 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from fitscope.config import ACTIVATIONS, show_value
+from fitscope.report.diagnose import DEFAULT_CLASSES, smooth
 
 PALETTE = colormaps["tab10"].colors
 # One colour per activation, the same in every chart of every report.
 ACTIVATION_COLORS = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(ACTIVATIONS)}
-DIAGNOSIS_COLORS = {"overfit": "#c0392b", "underfit": "#2471a3", "good fit": "#1e8449"}
+DIAGNOSIS_COLORS = {
+    "overfit": "#c0392b",
+    "underfit": "#2471a3",
+    "not converged": "#7d3c98",
+    "good fit": "#1e8449",
+}
 TRAIN_COLOR, VAL_COLOR = "#2c3e50", "#e67e22"
+SMOOTH_STYLE = {"color": VAL_COLOR, "lw": 4.0, "alpha": 0.3}  # smoothed validation loss
 # Reference marks: each has a colour and a line style no curve has.
 BEST_STYLE = {"color": "#9b30d9", "ls": "--", "lw": 1.2}  # best epoch: violet, dashed
 STOP_STYLE = {"color": "#16a085", "ls": ":", "lw": 1.8}  # early-stopping epoch: teal, dotted
 CHANCE_STYLE = {"color": "#7f8c8d", "ls": "-.", "lw": 1.0}  # chance level: grey, dash-dot
 RISE_STYLE = {"color": "#c0392b", "ls": ":", "lw": 1.0}  # overfit threshold: red, dotted
-# The class count of every dataset fitscope has, for runs whose summary.json does not record it.
-DEFAULT_CLASSES = 10
 LOG_RATIO = 20  # a chart's loss axis is logarithmic when its values span more than this factor
 PANEL_COLUMNS = 4  # small multiples: columns of panels; a larger sweep adds rows, not columns
 DPI = 110
@@ -193,9 +198,9 @@ def panel_title(run: pd.Series, varying: Sequence[str], width: int = 44) -> str:
 # Train and validation loss, one panel per run ---------------------------------------------------
 
 
-def _rise(val: np.ndarray) -> np.ndarray:
-    """Validation loss above its minimum, in percent of it (NaN where the minimum is 0)."""
-    low = np.nanmin(val) if np.isfinite(val).any() else np.nan
+def _rise(val: np.ndarray, low: float) -> np.ndarray:
+    """Validation loss above `low` (the smoothed curve's minimum), in percent of it (NaN where
+    that is 0)."""
     if not low > 0:
         return np.where(val == low, 0.0, np.nan)
     return 100 * (val / low - 1)
@@ -203,15 +208,14 @@ def _rise(val: np.ndarray) -> np.ndarray:
 
 def _rise_limits(rises: list[tuple[np.ndarray, int | None]], threshold: float) -> tuple:
     """One y range for every rise panel: the largest rise from a best epoch on (`rises`: each
-    run's rise and the best epoch's position in it), between twice and five times the overfit
-    threshold (a larger rise runs off the top; its panel says how far)."""
-    after = [
-        float(np.nanmax(r[best:]))
-        for r, best in rises
-        if best is not None and np.isfinite(r[best:]).any()
-    ]
-    top = min(max([1.3 * a for a in after] + [2 * threshold]), 5 * threshold)
-    return -0.08 * top, top
+    run's rise over its smoothed minimum and the best epoch's position in it), between twice
+    and five times the overfit threshold (a larger rise runs off the top; its panel says how
+    far); at the bottom, the best epochs' own dips below the smoothed minimum (at most one
+    threshold down)."""
+    after = [r[best:] for r, best in rises if best is not None and np.isfinite(r[best:]).any()]
+    top = min(max([1.3 * float(np.nanmax(a)) for a in after] + [2 * threshold]), 5 * threshold)
+    lowest = min([float(np.nanmin(a)) for a in after] + [0.0])
+    return max(1.2 * lowest, -threshold) - 0.08 * top, top
 
 
 def _mark_epochs(ax: Axes, run: pd.Series) -> None:
@@ -244,10 +248,12 @@ def loss_figure(
     varying: Sequence[str] = (),
     overfit_rise: float = 0.05,
 ) -> Figure | None:
-    """Train and validation loss of every run, one panel each on one shared scale with the
-    chance level, and under each the validation loss's rise above its minimum (in %, on one
-    shared scale, with the overfit threshold); best and early-stopping epochs marked, the
-    diagnosis in the title."""
+    """Train and validation loss of every run from epoch 0 (the untrained network), one panel
+    each on one shared scale with the chance level and the validation loss smoothed as its
+    verdict was (`val_window`, by run), and under
+    each the validation loss's rise above its smoothed minimum (in %, on one shared scale, with
+    the overfit threshold); best and early-stopping epochs marked, the diagnosis in the
+    title."""
     shown = runs[runs["run"].isin(curves["run"].unique())]
     if shown.empty:
         return None
@@ -274,7 +280,15 @@ def loss_figure(
             part = own[own["split"] == split].sort_values("epoch")
             ax.plot(part["epoch"], part["value"], color=color, lw=1.4, label=f"{split} loss")
         val = own[own["split"] == "val"].sort_values("epoch")
-        rise = _rise(val["value"].to_numpy(float))
+        val = val[val["epoch"] >= 1]  # the trained epochs: what the verdict judges
+        window = run.get("val_window", np.nan)
+        window = int(window) if pd.notna(window) else 1
+        smoothed = smooth(val["value"].to_numpy(float), window)
+        low = np.nanmin(smoothed) if np.isfinite(smoothed).any() else np.nan
+        if window > 1:
+            ax.plot(val["epoch"], smoothed, **SMOOTH_STYLE, label="val loss, smoothed")
+            ax_rise.plot(val["epoch"], _rise(smoothed, low), **SMOOTH_STYLE)
+        rise = _rise(val["value"].to_numpy(float), low)
         at_best = np.flatnonzero(val["epoch"].to_numpy() == run["best_epoch"])
         best = int(at_best[0]) if len(at_best) else None
         rises.append((rise, best))
@@ -292,11 +306,13 @@ def loss_figure(
                 ls="none",
                 color=BEST_STYLE["color"],
             )
-            if np.isfinite(rise[-1]):
+            last_rise = run.get("val_rise", np.nan)
+            if pd.notna(last_rise) and np.isfinite(last_rise):
+                last = "last epoch" if window == 1 else f"last {window} epochs"
                 ax_rise.text(
                     0.98,
                     0.92,
-                    f"last epoch {rise[-1]:+.1f}%",
+                    f"{last} {100 * last_rise:+.1f}%",
                     transform=ax_rise.transAxes,
                     ha="right",
                     va="top",
@@ -325,12 +341,13 @@ def loss_figure(
     _bottom_panels_show_epochs(panels)
     for ax, ax_rise in zip(loss_axes[::cols], rise_axes[::cols], strict=True):
         ax.set_ylabel(f"loss (nats/sample{', log' if scale == 'log' else ''})", fontsize=8)
-        ax_rise.set_ylabel("val loss over\nits min (%)", fontsize=7.5)
+        ax_rise.set_ylabel("val loss over its\nsmoothed min (%)", fontsize=7.5)
     figure_legend(fig, [*loss_axes, *rise_axes], loc="outside lower center", ncol=6, fontsize=8)
     keys = " · ".join(varying) if varying else "run"
     fig.suptitle(
-        "Train vs validation loss per run (every panel on one scale); below each: validation "
-        "loss over its minimum\n" + textwrap.fill(f"panel titles: {keys}", 40 * cols),
+        "Train vs validation loss per run from epoch 0 (every panel on one scale); below each: "
+        "validation loss over its smoothed minimum\n"
+        + textwrap.fill(f"panel titles: {keys}", 40 * cols),
         fontsize=10,
     )
     return fig

@@ -9,6 +9,7 @@ keys, the labels, curves, charts and means are what they would be without it."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,15 @@ import numpy as np
 import pandas as pd
 
 from fitscope.config import flatten_config, is_display_key, show_value
-from fitscope.report.diagnose import diagnose, gradient_flags, layer_frame, stopping_epochs
+from fitscope.report.diagnose import (
+    DEFAULT_CLASSES,
+    Verdict,
+    diagnose,
+    layer_frame,
+    run_flags,
+    stopping_epochs,
+    trained,
+)
 from fitscope.report.settings import ReportSettings
 from fitscope.rundir import (
     LAYER_MEASURES,
@@ -39,6 +48,8 @@ INTEGER_COLUMNS = (
     "best_epoch",
     "early_stopping_epoch",
     "restored_epoch",
+    "smoothed_min_epoch",
+    "val_window",
     "epochs_run",
     "params",
     "classes",
@@ -136,21 +147,25 @@ def _metric_at(metrics: pd.DataFrame, epoch: int | None, prefix: str) -> dict[st
     return {f"{prefix}_{m}": float(row[m]) for m in SPLIT_METRICS}
 
 
-def _diagnosis(record: RunRecord, settings: ReportSettings) -> tuple[str, str]:
-    """(diagnosis, reason): `damaged` with what is wrong, the run's status when it diverged or
-    failed, else `diagnose`."""
+def _diagnosis(record: RunRecord, settings: ReportSettings) -> Verdict:
+    """`damaged` with what is wrong, the run's status when it diverged or failed, else
+    `diagnose` (with what the trainer's early stopping did, and the run's problems)."""
     if record.damage:
-        return "damaged", "; ".join(record.damage)
+        return Verdict("damaged", "; ".join(record.damage))
     if record.status in ("diverged", "failed"):
-        return record.status, (record.summary or {}).get("error") or record.status
-    if record.metrics.empty:
-        return "no data", "; ".join(record.problems)
-    diagnosis, reason = diagnose(record.metrics, settings)
+        return Verdict(record.status, (record.summary or {}).get("error") or record.status)
+    if trained(record.metrics).empty:
+        return Verdict("no data", "; ".join(record.problems) or "no trained epoch")
+    verdict = diagnose(record.metrics, settings)
+    reason = verdict.reason
+    summary = record.summary or {}
+    if summary.get("stopped_early"):
+        reason += f"; the trainer stopped early at epoch {summary.get('epochs_run')}"
     if record.status == "running":
         reason += " (unfinished: " + "; ".join(record.problems or ["status running"]) + ")"
     elif record.problems:  # e.g. its config read from .hydra/config.yaml
         reason += " (" + "; ".join(record.problems) + ")"
-    return diagnosis, reason
+    return dataclasses.replace(verdict, reason=reason)
 
 
 def _run_row(
@@ -161,14 +176,26 @@ def _run_row(
     summary, metrics = record.summary or {}, record.metrics
     if record.damage:
         summary, metrics = {}, metrics.iloc[0:0]
-    diagnosis, reason = _diagnosis(record, settings)
-    row: dict[str, Any] = {**keys, "status": record.status, "diagnosis": diagnosis}
-    row["reason"] = reason
-    row.update(stopping_epochs(metrics, settings), epochs_run=len(metrics))
+    verdict = _diagnosis(record, settings)
+    row: dict[str, Any] = {**keys, "status": record.status, "diagnosis": verdict.diagnosis}
+    row["reason"] = verdict.reason
+    row.update(stopping_epochs(metrics, settings), epochs_run=len(trained(metrics)))
     last = int(metrics["epoch"].iloc[-1]) if len(metrics) else None
+    initial = (
+        int(metrics["epoch"].iloc[0]) if len(metrics) and metrics["epoch"].iloc[0] == 0 else None
+    )
+    row.update(_metric_at(metrics, initial, "initial"))
     row.update(_metric_at(metrics, row["best_epoch"], "best"))
     row.update(_metric_at(metrics, last, "last"))
-    row.update(gradient_flags(metrics, layers, row["best_epoch"], settings))
+    row.update(
+        val_noise=verdict.val_noise,
+        val_rise=verdict.val_rise,
+        val_window=verdict.val_window,
+        smoothed_min_epoch=verdict.smoothed_min_epoch,
+    )
+    classes = summary.get("classes")
+    classes = classes if _is_int64(classes) else DEFAULT_CLASSES
+    row.update(run_flags(metrics, layers, row["best_epoch"], classes, settings))
     test_best, test_last = summary.get("test_best") or {}, summary.get("test_last") or {}
     row.update(
         test_loss=test_best.get("loss", np.nan),

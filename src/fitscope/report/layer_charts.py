@@ -9,7 +9,16 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from fitscope.report.charts import ACTIVATION_COLORS, PALETTE, legend, literal_text, plain_log, save
+from fitscope.report.charts import (
+    ACTIVATION_COLORS,
+    LINE_STYLES,
+    PALETTE,
+    legend,
+    literal_text,
+    plain_log,
+    save,
+)
+from fitscope.report.diagnose import gradient_measure
 
 
 def _with_layer_x(layers: pd.DataFrame) -> pd.DataFrame:
@@ -28,25 +37,40 @@ def _layer_axis(ax: Axes, layers: pd.DataFrame) -> None:
     ax.grid(alpha=0.25, which="both")
 
 
-def _run_styles(runs: pd.DataFrame) -> dict[str, tuple[tuple, str]]:
-    """(colour, legend label) per run: its activation's colour and name when activations
-    differ, else a colour and label of its own."""
-    if "activation" in runs.columns:
+def _run_styles(runs: pd.DataFrame) -> dict[str, dict]:
+    """Line properties per run (`color`, `ls`, `label`): its activation's colour, and a line
+    style per combination of the other varying keys' values, labelled with them; without an
+    activation column, a colour and label of its own."""
+    if "activation" not in runs.columns:
         return {
-            r: (ACTIVATION_COLORS.get(str(a), PALETTE[0]), str(a))
-            for r, a in zip(runs["run"], runs["activation"], strict=True)
+            r: {"color": PALETTE[i % len(PALETTE)], "ls": "-", "label": label}
+            for i, (r, label) in enumerate(zip(runs["run"], runs["label"], strict=True))
         }
-    return {
-        r: (PALETTE[i % len(PALETTE)], label)
-        for i, (r, label) in enumerate(zip(runs["run"], runs["label"], strict=True))
-    }
+    styles, rests = {}, {}
+    for r, activation, label in zip(runs["run"], runs["activation"], runs["label"], strict=True):
+        words = [w for w in str(label).split(" ") if not w.startswith("activation=")]
+        rest = " ".join(w for w in words if not w.startswith(("seed=", "fold=")))
+        style = LINE_STYLES[rests.setdefault(rest, len(rests)) % len(LINE_STYLES)]
+        styles[r] = {
+            "color": ACTIVATION_COLORS.get(str(activation), PALETTE[0]),
+            "ls": style,
+            "label": f"{activation} {rest}".strip(),
+        }
+    return styles
+
+
+def _first_epoch_name(epoch: int) -> str:
+    return "epoch 0 (untrained)" if epoch == 0 else f"first epoch ({epoch})"
 
 
 @literal_text
 def gradient_flow(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path | None:
-    """Mean weight-gradient norm by layer, first to last, at the first and the best epoch."""
-    if layers.empty or "grad_norm" not in layers.columns or layers["depth_index"].max() < 2:
+    """Weight-gradient RMS by layer, first to last, at the first epoch (0, the untrained net,
+    where recorded) and the best epoch; whole-matrix norms for runs recorded before RMS."""
+    measure = gradient_measure(layers) if not layers.empty else None
+    if measure is None or layers["depth_index"].max() < 2:
         return None
+    first_epoch = int(layers["epoch"].min())
     styles = _run_styles(runs)
     layers = _with_layer_x(layers)
     fig = Figure(figsize=(11, 4.2), layout="constrained")
@@ -60,19 +84,23 @@ def gradient_flow(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path 
             at = own[own["epoch"] == epoch].sort_values("depth_index")
             ax.plot(
                 at["x"],
-                at["grad_norm"],
-                "o-",
+                at[measure],
+                marker="o",
                 ms=3,
                 lw=1.2,
                 alpha=0.85,
-                color=styles[run["run"]][0],
-                label=styles[run["run"]][1],
+                **styles[run["run"]],
             )
         ax.set_yscale("log")
         plain_log(ax.yaxis)
-        ax.set_title(f"Gradient norm by layer, {which} epoch")
+        name = _first_epoch_name(first_epoch) if which == "first" else "best epoch"
+        ax.set_title(f"Gradient {'RMS' if measure == 'grad_rms' else 'norm'} by layer, {name}")
         _layer_axis(ax, layers)
-    axes[0].set_ylabel("mean ‖∂loss/∂W‖ per step (log scale)")
+    axes[0].set_ylabel(
+        "‖∂loss/∂W‖ / √(weights), mean per step (log)"
+        if measure == "grad_rms"
+        else "mean ‖∂loss/∂W‖ per step (log scale)"
+    )
     legend(fig, axes[0])
     return save(fig, path)
 
@@ -95,11 +123,10 @@ def unit_health(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path | 
                 ax.plot(
                     at["x"],
                     100 * at[measure],
-                    "o-",
+                    marker="o",
                     ms=3,
                     lw=1.2,
-                    color=styles[run["run"]][0],
-                    label=styles[run["run"]][1],
+                    **styles[run["run"]],
                 )
         ax.set_ylim(-2, 102)
         ax.set_ylabel(f"{measure} units (%)")
@@ -112,4 +139,56 @@ def unit_health(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path | 
         )
         _layer_axis(ax, layers[layers["layer"] != "out"])
         legend(fig, ax)
+    return save(fig, path)
+
+
+@literal_text
+def forward_signal(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path | None:
+    """Each hidden layer's activation mean, std and signal (per-unit std across samples, RMS
+    over units) at the first epoch recorded (epoch 0: the network as initialized), on a fixed
+    validation batch. A signal that shrinks layer by layer is a collapsing forward signal; SELU
+    with LeCun init keeps mean 0 and std 1."""
+    if layers.empty or "act_std" not in layers.columns:
+        return None
+    hidden = layers[(layers["layer"] != "out") & layers["act_std"].notna()]
+    if hidden.empty or hidden["depth_index"].max() < 2:
+        return None
+    measures = [
+        m for m in ("act_mean", "act_std", "signal") if m in hidden and hidden[m].notna().any()
+    ]
+    first_epoch = int(hidden["epoch"].min())
+    styles = _run_styles(runs)
+    hidden = _with_layer_x(hidden)
+    fig = Figure(figsize=(5 * len(measures) + 1, 4.2), layout="constrained")
+    axes = dict(zip(measures, fig.subplots(1, len(measures), sharex=True), strict=True))
+    for _, run in runs.iterrows():
+        own = hidden[hidden["run"] == run["run"]]
+        if own.empty:
+            continue
+        at = own[own["epoch"] == own["epoch"].min()].sort_values("depth_index")
+        for measure, ax in axes.items():
+            ax.plot(
+                at["x"], at[measure], marker="o", ms=3, lw=1.2, alpha=0.85, **styles[run["run"]]
+            )
+    reference = {"act_mean": 0.0, "act_std": 1.0}  # SELU's fixed point: mean 0, std 1
+    for measure, value in reference.items():
+        if measure in axes:
+            axes[measure].axhline(value, color="#7f8c8d", ls="-.", lw=1.0)
+    for measure in ("act_std", "signal"):
+        values = hidden[measure][hidden[measure] > 0] if measure in axes else []
+        if len(values) and values.max() / values.min() > 20:
+            axes[measure].set_yscale("log")
+            plain_log(axes[measure].yaxis)
+    titles = {
+        "act_mean": ("mean activation", "Activation mean"),
+        "act_std": ("activation std (units and samples)", "Activation std"),
+        "signal": ("per-unit std across samples (RMS)", "Signal: std across samples"),
+    }
+    name = _first_epoch_name(first_epoch)
+    for measure, ax in axes.items():
+        ylabel, title = titles[measure]
+        ax.set(ylabel=ylabel, title=f"{title}, {name}")
+        _layer_axis(ax, hidden)
+        ax.set_xlabel("hidden layer (input side → output)")
+    legend(fig, axes[measures[-1]])
     return save(fig, path)

@@ -93,6 +93,7 @@ tr:nth-child(even) td{background:#fafafa}
 img{max-width:100%;border:1px solid #eee}
 pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:12px}
 .overfit{color:#c0392b}.underfit{color:#2471a3}.good-fit{color:#1e8449}
+.not-converged{color:#7d3c98}
 .diverged,.failed,.running{color:#777}
 """
 
@@ -125,7 +126,7 @@ def _html_table(frame: pd.DataFrame) -> str:
     table = frame.to_html(classes="sortable", border=0, na_rep="", index=False, escape=True)
     # Colour the diagnosis cells.
     table = re.sub(
-        r"<td>(overfit|underfit|good fit|diverged|failed|running)</td>",
+        r"<td>(overfit|underfit|not converged|good fit|diverged|failed|running)</td>",
         lambda m: f'<td class="{m.group(1).replace(" ", "-")}">{m.group(1)}</td>',
         table,
     )

@@ -59,6 +59,11 @@ class ReportSettings:
     converge_tol: float
     vanishing_ratio: float
     exploding_norm: float
+    smooth_window: int
+    noise_tolerance: float
+    chance_margin: float
+    collapse_ratio: float
+    unit_share: float
 
     @classmethod
     def from_mapping(
