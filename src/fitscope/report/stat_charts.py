@@ -161,8 +161,10 @@ def intervals_figure(
     handles = [
         Line2D([], [], marker="o", ls="none", color="gray", alpha=0.45, label=f"each {word}"),
         Line2D([], [], marker="D", color="gray", lw=2, label=f"mean, {CONFIDENCE:.0%} interval"),
-        Line2D([], [], marker="D", ls="none", mfc="white", color="gray", label="n=1: no interval"),
     ]
+    if any(not np.isfinite(r["ci"][m][0]) and len(r["values"][m]) for r in rows for m in metrics):
+        hollow = {"marker": "D", "ls": "none", "mfc": "white", "color": "gray"}
+        handles.append(Line2D([], [], **hollow, label="one run: no interval"))
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     over = ", ".join(REPLICATE_WORDS.get(k, k) + "s" for k in replicates) or "runs"
     fig.suptitle(
