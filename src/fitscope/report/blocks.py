@@ -13,6 +13,8 @@ from omegaconf import OmegaConf
 from fitscope.config import show_value
 from fitscope.report.frames import Report
 from fitscope.report.settings import ReportSettings
+from fitscope.report.stat_blocks import seed_stats_blocks
+from fitscope.report.stats import interval_column_names
 
 # ("h1" | "h2" | "h3" | "p" | "md" | "code", text), ("table", frame, name), ("img", path, alt)
 Block = tuple
@@ -268,7 +270,11 @@ def _groups(report: Report, images: dict[str, Path]) -> list[Block]:
             f"Completed runs grouped by every varying key except {keys}; n is the number of "
             "runs in each group (groups.csv).",
         ),
-        ("table", format_table(report.groups), "groups"),
+        (
+            "table",
+            format_table(report.groups.drop(columns=interval_column_names(), errors="ignore")),
+            "groups",
+        ),
     ]
     if "replicates" in images:
         blocks.append(("img", images["replicates"], f"mean ± std over {keys}"))
@@ -338,6 +344,7 @@ def report_blocks(report: Report, name: str, images: dict[str, Path]) -> list[Bl
         *_summary(report, name),
         *_charts(report, images),
         *_groups(report, images),
+        *seed_stats_blocks(report, images),
         *_config(report),
         *_problems(report),
         *_damaged(report),

@@ -1,5 +1,6 @@
 """A report folder from run folders: collect the frames, draw the charts, write runs.csv,
-curves.csv (layers.csv, groups.csv), report.md and report.html into `<report.dir>/<name>/`.
+curves.csv (layers.csv, groups.csv, comparisons.csv), report.md and report.html into
+`<report.dir>/<name>/`.
 
 A report never loses a file that is not its own. `<name>` is one folder name (the config's
 rule refuses `.`, `..` and separators). The report is built in a temporary folder beside its
@@ -23,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from fitscope import FitscopeError
-from fitscope.report import charts, layer_charts
+from fitscope.report import charts, layer_charts, stat_charts
 from fitscope.report.blocks import report_blocks
 from fitscope.report.frames import Report, collect
 from fitscope.report.render import html_page, markdown
@@ -85,6 +86,9 @@ def draw_charts(report: Report, folder: Path) -> dict[str, Path]:
         images["replicates"] = charts.replicate_bands(
             runs, curves, setup, report.replicate_keys, folder / "replicates.png"
         )
+        images["intervals"] = stat_charts.setup_intervals(
+            runs, folder / "seed_intervals.png", setup, report.replicate_keys
+        )
     return {role: path for role, path in images.items() if path is not None}
 
 
@@ -107,6 +111,8 @@ def write_report(report: Report, folder: Path, name: str | None = None) -> None:
         report.layers.to_csv(folder / "layers.csv", index=False)
     if report.groups is not None:
         report.groups.to_csv(folder / "groups.csv", index=False)
+    if report.comparisons is not None:
+        report.comparisons.to_csv(folder / "comparisons.csv", index=False)
     images = draw_charts(report, folder)
     blocks = report_blocks(report, name, images)
     (folder / "report.md").write_text(markdown(blocks))

@@ -30,6 +30,7 @@ from fitscope.report.diagnose import (
     trained,
 )
 from fitscope.report.settings import ReportSettings
+from fitscope.report.stats import compare_setups, interval_columns
 from fitscope.rundir import (
     LAYER_MEASURES,
     SPLIT_METRICS,
@@ -83,6 +84,9 @@ class Report:
     settings: ReportSettings
     sources: list[str]
     shared_config: dict[str, Any]  # the config keys every run has in common, nested
+    # when a replicate key varies: every pair of setups that differ in one key, tested
+    # (`fitscope.report.stats.compare_setups`)
+    comparisons: pd.DataFrame | None = None
 
 
 def _as_text(configs: pd.DataFrame) -> pd.DataFrame:
@@ -310,13 +314,19 @@ def collect(paths: Iterable[str | Path], settings: ReportSettings | None = None)
         settings=settings,
         sources=[display_path(p) for p in run_dirs],
         shared_config=shared_config(next((r.config for r in records if not r.damage), {}), configs),
+        comparisons=(
+            compare_setups(runs, [k for k in varying if k not in replicates], replicates)
+            if replicates
+            else None
+        ),
     )
 
 
 def aggregate_replicates(
     runs: pd.DataFrame, varying: list[str], replicates: list[str]
 ) -> pd.DataFrame:
-    """Mean and std of the main results over the replicate keys (seeds, folds), per setup."""
+    """Mean and std of the main results over the replicate keys (seeds, folds), per setup, and
+    95% t-intervals of the mean (`fitscope.report.stats.interval_columns`)."""
     setup = [k for k in varying if k not in replicates]
     done = runs[runs["status"] == "completed"]
     grouped = (
@@ -325,4 +335,5 @@ def aggregate_replicates(
     stats = grouped[list(AGGREGATED)].agg(["mean", "std"])
     stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
     stats.insert(0, "n", grouped.size())
+    stats = stats.join(interval_columns(grouped))
     return stats.reset_index() if setup else stats.reset_index(drop=True)
