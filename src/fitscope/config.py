@@ -40,6 +40,19 @@ ACTIVATIONS = {
     "mish": "Mish",
 }
 INITS = ("auto", "default", "kaiming", "lecun", "xavier", "orthogonal")
+# What `model.init=auto` picks for each activation.
+AUTO_INIT: dict[str, str] = {
+    "relu": "kaiming",
+    "leaky": "kaiming",
+    "elu": "kaiming",
+    "gelu": "kaiming",
+    "silu": "kaiming",
+    "mish": "kaiming",
+    "softplus": "kaiming",
+    "selu": "lecun",
+    "sigmoid": "xavier",
+    "tanh": "xavier",
+}
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 COMPILE_MODES = ("auto", "graph", "torch_compile", "none")
 PRECISIONS = ("fp32", "bf16")

@@ -11,6 +11,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from fitscope.config import show_value
+from fitscope.report.effects import published_effects
 from fitscope.report.frames import Report
 from fitscope.report.settings import ReportSettings
 from fitscope.report.stat_blocks import seed_stats_blocks
@@ -160,8 +161,6 @@ def _summary(report: Report, name: str) -> list[Block]:
         *_flagged(runs),
         ("table", summary_table(runs), "runs"),
         ("p", "All columns: runs.csv. Every curve in long format: curves.csv."),
-        ("h2", "Definitions"),
-        ("md", definitions(report.settings)),
     ]
 
 
@@ -338,10 +337,35 @@ def _damaged(report: Report) -> list[Block]:
     ]
 
 
+def _effects(report: Report) -> list[Block]:
+    """What the runs say of the published effects they test (`fitscope.report.effects`)."""
+    effects = published_effects(report)
+    if not effects:
+        return []
+    blocks: list[Block] = [
+        ("h2", "Published effects"),
+        (
+            "p",
+            "Runs of depth 4 or more that test a published effect of initialization and depth "
+            "(experiment=reproduction runs all three); each check reads the epoch-0 "
+            "diagnostics and the fit of the runs that match it.",
+        ),
+    ]
+    for effect in effects:
+        blocks += [
+            ("h3", f"{effect.source}: {effect.verdict}"),
+            ("p", f"Published: {effect.claim}. Here: {effect.evidence}"),
+        ]
+    return blocks
+
+
 def report_blocks(report: Report, name: str, images: dict[str, Path]) -> list[Block]:
     """The whole report, in order; `images` are the charts drawn for it, by role."""
     return [
         *_summary(report, name),
+        *_effects(report),
+        ("h2", "Definitions"),
+        ("md", definitions(report.settings)),
         *_charts(report, images),
         *_groups(report, images),
         *seed_stats_blocks(report, images),

@@ -325,8 +325,9 @@ def loss_figure(
             target.tick_params(labelsize=7, labelleft=col == 0)
             target.grid(alpha=0.25)
         draw_chance(ax, levels)
+        flag = str(run.get("flag") or "").split(" (")[0]  # the flag without its cause
         ax.set_title(
-            panel_title(run, varying) + f"\n{run['diagnosis']}",
+            panel_title(run, varying) + f"\n{run['diagnosis']}" + (f" · {flag}" if flag else ""),
             fontsize=8.5,
             color=DIAGNOSIS_COLORS.get(run["diagnosis"], "dimgray"),
         )

@@ -11,21 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fitscope.config import ACTIVATIONS, INITS
-
-# What `model.init=auto` picks for each activation.
-AUTO_INIT: dict[str, str] = {
-    "relu": "kaiming",
-    "leaky": "kaiming",
-    "elu": "kaiming",
-    "gelu": "kaiming",
-    "silu": "kaiming",
-    "mish": "kaiming",
-    "softplus": "kaiming",
-    "selu": "lecun",
-    "sigmoid": "xavier",
-    "tanh": "xavier",
-}
+from fitscope.config import ACTIVATIONS, AUTO_INIT, INITS
 
 
 def activation_class(name: str) -> type[nn.Module]:

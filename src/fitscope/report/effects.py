@@ -1,0 +1,185 @@
+"""Three published effects of initialization and depth, checked on whichever runs of a report
+test them (`experiment=reproduction` runs all three):
+
+- Glorot & Bengio (2010): deep sigmoid nets with small (PyTorch's default) init stall, their
+  gradients vanishing toward the input;
+- He et al. (2015): a deep ReLU net with PyTorch's default init collapses its forward signal,
+  Kaiming init keeps it;
+- Klambauer et al. (2017): SELU with LeCun init keeps activations near mean 0 / std 1 across
+  depth (checked at epoch 0, the network as initialized).
+
+Each check says in words whether the runs reproduce the effect, with the numbers behind it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fitscope.config import AUTO_INIT
+from fitscope.report.frames import Report
+
+DEEP = 4  # hidden layers from which a net counts as deep for these effects
+# Klambauer et al.'s fixed point, as close as a finite batch and width get to it at epoch 0
+SELU_MEAN_TOLERANCE = 0.15
+SELU_STD_TOLERANCE = 0.15
+
+
+@dataclass(frozen=True)
+class Effect:
+    source: str  # who published it
+    claim: str  # what they found, in words
+    verdict: str  # reproduced, partly reproduced, not reproduced, not testable
+    evidence: str  # the numbers from these runs
+
+
+def _setups(report: Report) -> pd.DataFrame:
+    """Per completed run: activation, resolved init, depth, and the run's row of `runs`."""
+    runs = report.runs[report.runs["status"] == "completed"].set_index("run")
+    configs = report.configs.reindex(runs.index)
+    activation = configs.get("activation.name", configs.get("activation"))
+    if activation is None or "model.depth" not in configs or "model.init" not in configs:
+        return pd.DataFrame()
+    frame = runs.assign(
+        act=activation.astype(str),
+        init=[
+            AUTO_INIT.get(str(a), "default") if i == "auto" else str(i)
+            for a, i in zip(activation, configs["model.init"], strict=True)
+        ],
+        depth=pd.to_numeric(configs["model.depth"], errors="coerce"),
+    )
+    return frame[frame["depth"] >= DEEP]
+
+
+def _span(values: pd.Series, fmt: str = ".2g") -> str:
+    values = values.dropna()
+    if values.empty:
+        return "not measured"
+    low, high = values.min(), values.max()
+    return f"{low:{fmt}}" if low == high else f"{low:{fmt}} to {high:{fmt}}"
+
+
+def _stalled(runs: pd.DataFrame) -> pd.Series:
+    return runs["flag"].fillna("").str.startswith("stuck") | (runs["diagnosis"] == "underfit")
+
+
+def glorot(report: Report, setups: pd.DataFrame) -> Effect | None:
+    runs = setups[(setups["act"] == "sigmoid") & (setups["init"] == "default")]
+    if runs.empty:
+        return None
+    threshold = report.settings.vanishing_ratio
+    ratios = runs["grad_ratio_first"]
+    vanishing, stalled = int((ratios < threshold).sum()), int(_stalled(runs).sum())
+    n = len(runs)
+    evidence = (
+        f"{n} sigmoid run(s) of depth {_span(runs['depth'], 'g')} with default init: the first "
+        f"layer's gradient RMS at the first epoch recorded is {_span(ratios)} of the output "
+        f"layer's (vanishing below {threshold:g}) in {vanishing} of {n}; {stalled} of {n} "
+        f"stalled (stuck at chance or underfit; best val acc "
+        f"{_span(100 * runs['best_val_acc'], '.1f')}%)."
+    )
+    verdict = (
+        "reproduced"
+        if vanishing == stalled == n
+        else "partly reproduced"
+        if vanishing or stalled
+        else "not reproduced"
+    )
+    return Effect(
+        "Glorot & Bengio (2010)",
+        "deep sigmoid nets with small initial weights stall: their gradients vanish toward the "
+        "input",
+        verdict,
+        evidence,
+    )
+
+
+def he(report: Report, setups: pd.DataFrame) -> Effect | None:
+    relu = setups[setups["act"] == "relu"]
+    default, kaiming = relu[relu["init"] == "default"], relu[relu["init"] == "kaiming"]
+    if default.empty and kaiming.empty:
+        return None
+    threshold = report.settings.collapse_ratio
+    collapsed = int((default["signal_ratio"] < threshold).sum())
+    kept = int((kaiming["signal_ratio"] >= threshold).sum())
+    parts = []
+    if len(default):
+        parts.append(
+            f"default init ({len(default)} run(s)): the last hidden layer's signal at the first "
+            f"epoch recorded is {_span(default['signal_ratio'])} of the first's (collapsed below "
+            f"{threshold:g} in {collapsed} of {len(default)}), best val acc "
+            f"{_span(100 * default['best_val_acc'], '.1f')}%"
+        )
+    if len(kaiming):
+        parts.append(
+            f"Kaiming init ({len(kaiming)} run(s)): {_span(kaiming['signal_ratio'])} (kept in "
+            f"{kept} of {len(kaiming)}), best val acc "
+            f"{_span(100 * kaiming['best_val_acc'], '.1f')}%"
+        )
+    both = len(default) and len(kaiming)
+    if both and collapsed == len(default) and kept == len(kaiming):
+        verdict = "reproduced"
+    elif collapsed or kept:
+        verdict = "partly reproduced" if both else "half tested (add the other init)"
+    else:
+        verdict = "not reproduced"
+    return Effect(
+        "He et al. (2015)",
+        "a deep ReLU net with PyTorch's default init collapses its forward signal; Kaiming "
+        "init keeps it",
+        verdict,
+        f"ReLU runs of depth {_span(relu['depth'], 'g')}: " + "; ".join(parts) + ".",
+    )
+
+
+def klambauer(report: Report, setups: pd.DataFrame) -> Effect | None:
+    runs = setups[(setups["act"] == "selu") & (setups["init"] == "lecun")]
+    if runs.empty:
+        return None
+    layers = report.layers
+    claim = "SELU with LeCun init keeps activations near mean 0 and std 1 across depth"
+    at = layers[layers["run"].isin(runs.index) & (layers["layer"].astype(str) != "out")]
+    at = at[at["epoch"] == 0]
+    if at.empty or "act_std" not in at or at["act_std"].isna().all():
+        return Effect(
+            "Klambauer et al. (2017)",
+            claim,
+            "not testable",
+            "these runs have no epoch-0 activation statistics (trainer.diagnostics=true "
+            "records them)",
+        )
+    worst_mean = float(np.nanmax(np.abs(at["act_mean"])))
+    worst_std = float(np.nanmax(np.abs(at["act_std"] - 1)))
+    holds = worst_mean <= SELU_MEAN_TOLERANCE and worst_std <= SELU_STD_TOLERANCE
+    evidence = (
+        f"{len(runs)} SELU run(s) with LeCun init, depth {_span(runs['depth'], 'g')}, at epoch "
+        f"0: every hidden layer's activation mean is {_span(at['act_mean'])} and std "
+        f"{_span(at['act_std'])} (allowed: |mean| <= {SELU_MEAN_TOLERANCE:g}, |std - 1| <= "
+        f"{SELU_STD_TOLERANCE:g})"
+    )
+    others = report.layers[
+        report.layers["run"].isin(
+            setups[(setups["act"] == "selu") & (setups["init"] != "lecun")].index
+        )
+        & (report.layers["epoch"] == 0)
+        & (report.layers["layer"].astype(str) != "out")
+    ]
+    if not others.empty:
+        evidence += f"; SELU with other inits: std {_span(others['act_std'])}"
+    return Effect(
+        "Klambauer et al. (2017)",
+        claim,
+        "reproduced" if holds else "not reproduced",
+        evidence + ".",
+    )
+
+
+def published_effects(report: Report) -> list[Effect]:
+    """The effects that some of the report's runs test, each with its verdict and numbers."""
+    setups = _setups(report)
+    if setups.empty:
+        return []
+    found = [check(report, setups) for check in (glorot, he, klambauer)]
+    return [effect for effect in found if effect is not None]
