@@ -38,25 +38,30 @@ def _layer_axis(ax: Axes, layers: pd.DataFrame) -> None:
 
 
 def _run_styles(runs: pd.DataFrame) -> dict[str, dict]:
-    """Line properties per run (`color`, `ls`, `label`): its activation's colour, and a line
-    style per combination of the other varying keys' values, labelled with them; without an
-    activation column, a colour and label of its own."""
+    """Line properties per run (`color`, `ls`, `label`): its activation's colour, and, when the
+    other varying keys take at most 4 combinations of values, a line style for each, labelled
+    with them (depth shows in a line's length, seeds and folds are replicates: neither counts);
+    without an activation column, a colour and label of its own."""
     if "activation" not in runs.columns:
         return {
             r: {"color": PALETTE[i % len(PALETTE)], "ls": "-", "label": label}
             for i, (r, label) in enumerate(zip(runs["run"], runs["label"], strict=True))
         }
-    styles, rests = {}, {}
-    for r, activation, label in zip(runs["run"], runs["activation"], runs["label"], strict=True):
-        words = [w for w in str(label).split(" ") if not w.startswith("activation=")]
-        rest = " ".join(w for w in words if not w.startswith(("seed=", "fold=")))
-        style = LINE_STYLES[rests.setdefault(rest, len(rests)) % len(LINE_STYLES)]
-        styles[r] = {
+    skipped = ("activation=", "model.depth=", "seed=", "fold=")
+    rests = {
+        r: " ".join(w for w in str(label).split(" ") if not w.startswith(skipped))
+        for r, label in zip(runs["run"], runs["label"], strict=True)
+    }
+    kinds = list(dict.fromkeys(rests.values()))
+    styled = len(kinds) <= len(LINE_STYLES)
+    return {
+        r: {
             "color": ACTIVATION_COLORS.get(str(activation), PALETTE[0]),
-            "ls": style,
-            "label": f"{activation} {rest}".strip(),
+            "ls": LINE_STYLES[kinds.index(rests[r])] if styled else "-",
+            "label": f"{activation} {rests[r]}".strip() if styled else str(activation),
         }
-    return styles
+        for r, activation in zip(runs["run"], runs["activation"], strict=True)
+    }
 
 
 def _first_epoch_name(epoch: int) -> str:
