@@ -45,7 +45,7 @@ def test_option_composes_and_trains_one_epoch(group, option, idx_root, tmp_path)
     assert (tmp_path / "config.yaml").is_file()
 
 
-SWEEP_PRESETS = ["activation_study", "capacity_study", "depth_vanishing"]
+SWEEP_PRESETS = ["activation_study", "capacity_study", "depth_vanishing", "reproduction"]
 
 
 @pytest.mark.slow

@@ -194,6 +194,15 @@ def test_epoch_0_is_never_the_best_or_an_early_stop(tmp_path):
     assert row["initial_val_loss"] == 0.1
 
 
+def test_restored_epoch_is_the_lowest_loss_not_keras_last_improvement(tmp_path):
+    # min_delta 0.05: epoch 3 lowers the loss by 0.01 only. Keras' restore_best_weights keeps
+    # epoch 2 (the last improvement by more than min_delta); the report restores epoch 3.
+    folder = curve_run(tmp_path / "run", [1.0, 0.5, 0.49, 0.6, 0.7])
+    settings = ReportSettings.from_mapping(patience=2, min_delta=0.05)
+    row = collect([folder], settings).runs.iloc[0]
+    assert row["early_stopping_epoch"] == 4 and row["restored_epoch"] == 3
+
+
 @pytest.mark.slow
 def test_selu_with_lecun_init_keeps_mean_0_std_1_at_epoch_0(tmp_path):
     for init in ("lecun", "default"):
