@@ -114,7 +114,7 @@ def test_tiny_clip_fires_on_every_step_and_is_flagged(tmp_path):
     run(quick_cfg("trainer.epochs=2", "optimizer.grad_clip=1e-6"), tmp_path)
     # epoch 0: clipping would fire on the fixed batch's gradient; then on every step
     assert read_metrics(tmp_path)["clip_fraction"].tolist() == [1.0, 1.0, 1.0]
-    assert collect([tmp_path]).runs.iloc[0]["flag"] == "stuck at chance (exploding gradients)"
+    assert collect([tmp_path]).runs.iloc[0]["flag"] == "stuck at chance (clipped gradients)"
 
 
 def test_diagnostics_can_be_turned_off(tmp_path):

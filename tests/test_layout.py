@@ -112,8 +112,15 @@ def test_report_from_a_non_editable_install_with_no_torch(tmp_path):
     call(python, "-m", "pip", "install", "--no-deps", "--no-index", *wheels.glob("*.whl"))
     no_torch = textwrap.dedent(
         """
-        import runpy, sys
-        sys.modules["torch"] = None  # import torch now fails, as where it is not installed
+        import importlib.abc, runpy, sys
+
+        class NoTorch(importlib.abc.MetaPathFinder):  # import torch fails, as where it is not
+            def find_spec(self, name, path, target=None):  # installed (and leaves no entry in
+                if name.split(".")[0] in ("torch", "torchvision"):  # sys.modules, which scipy
+                    raise ModuleNotFoundError(f"No module named {name!r}")  # looks at)
+                return None
+
+        sys.meta_path.insert(0, NoTorch())
         import fitscope
         print(fitscope.__file__)
         runpy.run_module("fitscope.report", run_name="__main__")

@@ -110,8 +110,14 @@ def test_a_run_still_improving_is_not_converged_not_underfit(tmp_path):
     row = verdict_of(curve_run(tmp_path / "run", val, train_acc=[0.9997] * 40))
     assert row["diagnosis"] == "not converged"
     assert "smoothed val loss still fell" in row["reason"] and "train longer" in row["reason"]
+    # at 60% train accuracy too: training longer is the advice while the loss falls ...
     low_acc = verdict_of(curve_run(tmp_path / "low", val, train_acc=[0.6] * 40))
-    assert low_acc["diagnosis"] == "underfit"  # a train accuracy below 90% comes first
+    assert low_acc["diagnosis"] == "not converged" and "train acc 60.0%" in low_acc["reason"]
+    # ... and underfit once it no longer does
+    flat = np.concatenate([val[:20], [val[19]] * 20])
+    assert verdict_of(curve_run(tmp_path / "flat", flat, train_acc=[0.6] * 40))["diagnosis"] == (
+        "underfit"
+    )
 
 
 def test_the_reason_says_which_weights_the_test_used(tmp_path):
@@ -272,7 +278,7 @@ CHANCE = {"val": [2.302, 2.303, 2.302, 2.301, 2.302], "val_acc": [0.1, 0.11, 0.1
         ({"saturated_1": [0.7] * 5}, "stuck at chance (saturated units)", "up to 70%"),
         (
             {"clip_fraction": [1.0] * 5},
-            "stuck at chance (exploding gradients)",
+            "stuck at chance (clipped gradients)",
             "clipping on up to 100%",
         ),
         ({}, "stuck at chance", "no cause in the diagnostics"),
@@ -317,6 +323,42 @@ def test_chance_is_judged_on_the_class_count_and_the_loss(tmp_path):
     folder = curve_run(tmp_path / "b", [level * 1.01] * 5, val_acc=acc, summary={"classes": 100})
     assert verdict_of(folder)["flag"].startswith("stuck at chance")
     assert "val loss stayed within 5% of ln 100" in verdict_of(folder)["flag_reason"]
+
+
+def test_a_run_whose_accuracy_left_chance_is_not_stuck_by_its_loss(tmp_path):
+    # loss still within 5% of ln 10 (2.19-2.42) while accuracy climbs to 33%: learning, slowly
+    val_acc = [0.11, 0.15, 0.2, 0.26, 0.33]
+    folder = curve_run(tmp_path / "run", [2.4, 2.35, 2.3, 2.26, 2.24], val_acc=val_acc)
+    assert verdict_of(folder)["flag"] == ""
+
+
+def test_a_diverged_run_is_not_flagged_stuck(tmp_path):
+    folder = curve_run(
+        tmp_path / "run",
+        [2.4, float("nan")],
+        val_acc=[0.1, 0.1],
+        extra={"grad_norm_total": [1e12, float("nan")], "clip_fraction": [0.0, 0.0]},
+        summary={"status": "diverged", "error": "loss out of bounds at epoch 2"},
+    )
+    row = verdict_of(folder)
+    assert row["diagnosis"] == "diverged" and row["flag"] == ""
+
+
+def test_exploding_gradients_come_before_the_dead_units_they_leave(tmp_path):
+    extra = _stuck_metrics(dead_1=[0.9] * 5, grad_norm_total=[1.0, 5e6, 1e3, 10.0, 1.0])
+    folder = curve_run(tmp_path / "run", CHANCE["val"], val_acc=CHANCE["val_acc"], extra=extra)
+    row = verdict_of(folder)
+    assert row["flag"] == "stuck at chance (exploding gradients)"
+    assert "up to 90% of a layer's units dead" in row["flag_reason"]
+
+
+def test_a_report_builds_when_the_first_epoch_has_no_finite_loss(tmp_path):
+    from fitscope.report.build import build_report
+
+    curve_run(tmp_path / "s" / "0", [float("nan")] * 3, summary={"status": "diverged"})
+    curve_run(tmp_path / "s" / "1", [1.0, 0.5, 0.4])
+    folder = build_report([tmp_path / "s"], ReportSettings.from_mapping(dir=str(tmp_path / "r")))
+    assert (folder / "loss_curves.png").is_file()
 
 
 def test_a_healthy_run_learning_slowly_is_not_stuck(tmp_path):
@@ -395,6 +437,17 @@ def test_the_selu_check_fails_when_the_std_drifts(tmp_path):
     assert kept.verdict == "reproduced"
     [drifted] = _effect_runs(tmp_path, 0.6)
     assert drifted.verdict == "not reproduced" and "std 0.6" in drifted.evidence
+
+
+def test_effects_without_diagnostics_are_not_testable(tmp_path):
+    for name, activation in (("s", "sigmoid"), ("r", "relu")):
+        config = with_changes(activation__name=activation, model__init="default", model__depth=4)
+        make_run(tmp_path / name, config=config, choices={**CHOICES, "activation": activation})
+    effects = published_effects(collect([tmp_path]))
+    assert [(e.source, e.verdict) for e in effects] == [
+        ("Glorot & Bengio (2010)", "not testable"),
+        ("He et al. (2015)", "not testable"),
+    ]
 
 
 def test_shallow_runs_test_no_published_effect(tmp_path):

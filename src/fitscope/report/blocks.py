@@ -63,28 +63,29 @@ DEFINITIONS = """\
   1.4826 × the median absolute second difference / √6 (the DER_SNR estimator: a steady rise or
   fall adds nothing, a few jumps do not dominate). A rise or fall counts only when larger than
   {k:g} × the noise (`report.noise_tolerance`), so a noisy plateau does not flip a verdict.
-- **fit verdict** (diagnosis), judged in this order: *underfit* when the last training accuracy
-  is below {underfit:.0%}; *overfit* when the mean validation loss of the last `val_window`
-  epochs is at least {rise:.0%} (`report.overfit_rise`) and more than the noise tolerance above
-  the smoothed curve's minimum, reached before the last epoch, while training loss fell
-  (`val_rise` in runs.csv); *not converged* when the smoothed validation loss still fell by more
-  than {tol:.0%} (`report.converge_tol`) and more than the noise tolerance over the last
-  {tail:.0%} of the epochs (`report.converge_window`, at least `val_window` epochs), or the run
-  has fewer than 3 epochs: train longer; *good fit* otherwise; *diverged* / *failed* from the
-  run's status.
+- **fit verdict** (diagnosis), judged in this order: *overfit* when the mean validation loss
+  of the last `val_window` epochs is at least {rise:.0%} (`report.overfit_rise`) and more than
+  the noise tolerance above the smoothed curve's minimum, reached before the last epoch, while
+  training loss fell (`val_rise` in runs.csv); *not converged* when the smoothed validation
+  loss still fell by more than {tol:.0%} (`report.converge_tol`) and more than the noise
+  tolerance over the last {tail:.0%} of the epochs (`report.converge_window`, at least
+  `val_window` epochs), or the run has fewer than 3 epochs: train longer; *underfit* when the
+  last training accuracy is below {underfit:.0%} (`report.underfit_train_acc`) and the run no
+  longer improves; *good fit* otherwise; *diverged* / *failed* from the run's status.
 - **flag**: *stuck at chance* when, over every trained epoch, validation accuracy stayed within
-  {margin:.0%} of chance (1 / the class count) or validation loss within {margin:.0%} of
-  ln(class count) (`report.chance_margin`), with its most likely cause, the first of:
-  *vanishing gradients toward the input* (the first layer's gradient RMS below {vanishing:g} of
-  the output layer's at epoch 0 or the best epoch, `report.vanishing_ratio`), *collapsed
-  forward signal* (at epoch 0 the last hidden layer's signal below {collapse:g} of the first's,
-  `report.collapse_ratio`), *dead units*, *saturated units* (a hidden layer with at
-  least {share:.0%} of them at the last epoch, `report.unit_share`), *exploding gradients*
-  (below); where both gradients and
-  signal fall below their thresholds, the one with the smaller ratio is named first.
-  Otherwise *vanishing gradients* on the same gradient rule, or *exploding gradients* when
-  the global gradient norm exceeds {exploding:g} or clipping fired on most steps of an epoch.
-  runs.csv's `flag_reason` has the numbers.
+  {margin_pp:g} percentage points of chance (1 / the class count), or validation loss within
+  {margin:.0%} of ln(class count) while accuracy stayed within {margin_pp2:g} points
+  (`report.chance_margin`), with its most likely cause, the first of: *exploding gradients*
+  (the global gradient norm above {exploding:g}, `report.exploding_norm`), *vanishing
+  gradients toward the input* (the first layer's gradient RMS below {vanishing:g} of the output
+  layer's at epoch 0 or the best epoch, `report.vanishing_ratio`), *collapsed forward signal*
+  (at epoch 0 the last hidden layer's signal below {collapse:g} of the first's,
+  `report.collapse_ratio`), *dead units*, *saturated units* (a hidden layer with at least
+  {share:.0%} of them at the last epoch, `report.unit_share`), *clipped gradients* (clipping
+  fired on most steps of an epoch); where both the gradient and the signal rule hold, the one
+  with the smaller ratio is named. A run that learns is flagged *exploding gradients* or
+  *vanishing gradients* on the same rules; a run that diverged or failed gets no flag (its
+  status says what happened). runs.csv's `flag_reason` has the numbers.
 - **gradient RMS**: a layer's weight-gradient norm over the square root of its element count
   (per weight), averaged over an epoch's steps, so that layers of different sizes compare.
 - **signal** of a hidden layer: each unit's std across the samples of a fixed validation batch,
@@ -137,6 +138,8 @@ def definitions(s: ReportSettings) -> str:
         tol=s.converge_tol,
         rise=s.overfit_rise,
         margin=s.chance_margin,
+        margin_pp=100 * s.chance_margin,
+        margin_pp2=200 * s.chance_margin,
         vanishing=s.vanishing_ratio,
         collapse=s.collapse_ratio,
         share=s.unit_share,

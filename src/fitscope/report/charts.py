@@ -289,7 +289,11 @@ def loss_figure(
             ax.plot(val["epoch"], smoothed, **SMOOTH_STYLE, label="val loss, smoothed")
             ax_rise.plot(val["epoch"], _rise(smoothed, low), **SMOOTH_STYLE)
         rise = _rise(val["value"].to_numpy(float), low)
-        at_best = np.flatnonzero(val["epoch"].to_numpy() == run["best_epoch"])
+        at_best = (
+            np.flatnonzero(val["epoch"].to_numpy() == run["best_epoch"])
+            if pd.notna(run["best_epoch"])
+            else []
+        )
         best = int(at_best[0]) if len(at_best) else None
         rises.append((rise, best))
         ax_rise.plot(val["epoch"], rise, color=VAL_COLOR, lw=1.4, label="val loss")

@@ -91,6 +91,12 @@ class Verdict:
     smoothed_min_epoch: int | None = None
 
 
+def _mean(values: np.ndarray) -> float:
+    """The mean of the finite values; NaN (and no warning) when there is none."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
 def _ratio(new: float, old: float) -> float:
     """new / old for losses >= 0, where a loss may be exactly 0 (an easy problem learnt)."""
     if old > 0:
@@ -99,9 +105,9 @@ def _ratio(new: float, old: float) -> float:
 
 
 def diagnose(metrics: pd.DataFrame, settings: ReportSettings) -> Verdict:
-    """The fit verdict of a run's epoch rows (trained epochs; see the README's Definitions):
+    """The fit verdict of a run's epoch rows (trained epochs; see the README's Definitions),
+    judged in this order:
 
-    - underfit: last train accuracy below `underfit_train_acc`;
     - overfit: the mean validation loss of the last `smoothing_window` epochs lies at least
       `overfit_rise` above the minimum of the smoothed curve (`smooth`), reached before the last
       epoch, and more than `noise_tolerance` times the curve's noise (`curve_noise`) above it,
@@ -109,6 +115,7 @@ def diagnose(metrics: pd.DataFrame, settings: ReportSettings) -> Verdict:
     - not converged: the smoothed validation loss still fell over the last `trend_length`
       epochs, by more than `converge_tol` of its value and more than `noise_tolerance` times the
       noise (train longer); also a run of fewer than 3 epochs;
+    - underfit: last train accuracy below `underfit_train_acc` (and no longer improving);
     - good fit: otherwise.
     """
     metrics = trained(metrics)
@@ -128,7 +135,7 @@ def diagnose(metrics: pd.DataFrame, settings: ReportSettings) -> Verdict:
     noise = curve_noise(val)
     last_epochs = "last epoch" if window == 1 else f"last {window} epochs"
     tolerance = settings.noise_tolerance * noise
-    last_mean = float(np.nanmean(val[-window:]))
+    last_mean = _mean(val[-window:])
     rise = _ratio(last_mean, smoothed[low]) - 1
     numbers = {
         "val_noise": noise,
@@ -136,14 +143,7 @@ def diagnose(metrics: pd.DataFrame, settings: ReportSettings) -> Verdict:
         "val_window": window,
         "smoothed_min_epoch": int(epoch_of[low]),
     }
-    if train_acc[-1] < settings.underfit_train_acc:
-        return Verdict(
-            "underfit",
-            f"train acc {train_acc[-1]:.1%} < {settings.underfit_train_acc:.0%} after {epochs} "
-            f"epochs (val acc {metrics['val_acc'].iloc[-1]:.1%})",
-            **numbers,
-        )
-    train_last = float(np.nanmean(train[-window:]))
+    train_last = _mean(train[-window:])
     train_fell = train_last < train[low]
     if (
         low < epochs - 1
@@ -166,8 +166,15 @@ def diagnose(metrics: pd.DataFrame, settings: ReportSettings) -> Verdict:
         return Verdict(
             "not converged",
             f"smoothed val loss still fell {1 - _ratio(smoothed[-1], smoothed[start]):.1%} over "
-            f"the last {tail} epochs (noise ±{noise:.2g}): train longer"
-            + (kept if best < epochs else ""),
+            f"the last {tail} epochs (noise ±{noise:.2g}; train acc {train_acc[-1]:.1%}): train "
+            "longer" + (kept if best < epochs else ""),
+            **numbers,
+        )
+    if train_acc[-1] < settings.underfit_train_acc:
+        return Verdict(
+            "underfit",
+            f"train acc {train_acc[-1]:.1%} < {settings.underfit_train_acc:.0%} after {epochs} "
+            f"epochs, no longer improving (val acc {metrics['val_acc'].iloc[-1]:.1%})",
             **numbers,
         )
     return Verdict(
@@ -222,7 +229,9 @@ def _at(layers: pd.DataFrame, epoch: Any, measure: str, hidden: bool = False) ->
 def stuck_at_chance(metrics: pd.DataFrame, classes: int, margin: float) -> str | None:
     """Why a run counts as stuck at chance level, or None: over every trained epoch,
     validation accuracy stayed within `margin` of chance (1 / classes), or validation loss
-    within `margin` (relative) of ln(classes), the loss of a net that has learnt nothing."""
+    within `margin` (relative) of ln(classes), the loss of a net that has learnt nothing, while
+    accuracy stayed within twice `margin` of chance (a run whose loss is still near ln(classes)
+    but whose accuracy has clearly left chance is learning, if slowly)."""
     rows = trained(metrics)
     if rows.empty or classes < 2:
         return None
@@ -230,7 +239,8 @@ def stuck_at_chance(metrics: pd.DataFrame, classes: int, margin: float) -> str |
     acc, loss = rows["val_acc"].to_numpy(float), rows["val_loss"].to_numpy(float)
     if np.isfinite(acc).any() and np.nanmax(acc) <= chance + margin:
         return f"val acc never above {np.nanmax(acc):.1%} (chance {chance:.0%})"
-    if np.isfinite(loss).all() and (np.abs(loss / level - 1) <= margin).all():
+    near = not np.isfinite(acc).any() or np.nanmax(acc) <= chance + 2 * margin
+    if near and np.isfinite(loss).all() and (np.abs(loss / level - 1) <= margin).all():
         return f"val loss stayed within {margin:.0%} of ln {classes} = {level:.2f}"
     return None
 
@@ -241,9 +251,11 @@ def run_flags(
     best: int | None,
     classes: int,
     settings: ReportSettings,
+    status: str = "completed",
 ) -> dict[str, Any]:
-    """What the diagnostics say of a run: `flag` (`stuck at chance (<cause>)`, `vanishing
-    gradients`, `exploding gradients` or ``), `flag_reason` (the numbers behind it), and
+    """What the diagnostics say of a run: `flag` (`stuck at chance (<cause>)`, `exploding
+    gradients`, `vanishing gradients` or ``; none for a run that diverged or failed, whose
+    status says what happened), `flag_reason` (the numbers behind it), and
     - `grad_ratio_first`, `grad_ratio_best`: first-to-output layer ratio of gradient RMS at the
       first epoch recorded (0, the untrained net) and the best one;
     - `signal_ratio`: last-to-first hidden layer ratio of the activations' signal (per-unit std
@@ -253,12 +265,13 @@ def run_flags(
       last epoch;
     - `max_grad_norm`, `max_clip_fraction`: over the trained epochs.
 
-    A stuck run's cause is the first that holds of: vanishing gradients toward the input
-    (`grad_ratio` below `vanishing_ratio`), collapsed forward signal (`signal_ratio` below
-    `collapse_ratio`), dead units, saturated units (a hidden layer's share at least
-    `unit_share`), exploding gradients (global norm above `exploding_norm`, or clipping on most
-    steps of an epoch); where both of the first two hold, the one with the smaller ratio comes
-    first."""
+    A stuck run's cause is the first that holds of: exploding gradients (global norm above
+    `exploding_norm`: what follows from them, dead units among others, is not the cause),
+    vanishing gradients toward the input (`grad_ratio` below `vanishing_ratio`), collapsed
+    forward signal (`signal_ratio` below `collapse_ratio`), dead units, saturated units (a
+    hidden layer's share at least `unit_share`), clipped gradients (clipping on most steps of an
+    epoch: each step is cut to `optimizer.grad_clip`); where both gradient and signal rules
+    hold, the one with the smaller ratio comes first."""
     flags: dict[str, Any] = {
         "flag": "",
         "flag_reason": "",
@@ -299,7 +312,13 @@ def run_flags(
 
     smallest = np.nanmin([flags["grad_ratio_first"], flags["grad_ratio_best"], np.inf])
     vanishing = smallest < settings.vanishing_ratio
+    exploding = flags["max_grad_norm"] > settings.exploding_norm
     causes = [
+        (
+            exploding,
+            "exploding gradients",
+            f"global gradient norm up to {flags['max_grad_norm']:.3g}",
+        ),
         (
             vanishing,
             "vanishing gradients toward the input",
@@ -322,14 +341,15 @@ def run_flags(
             f"up to {flags['max_saturated']:.0%} of a layer's outputs saturated",
         ),
         (
-            flags["max_grad_norm"] > settings.exploding_norm or flags["max_clip_fraction"] > 0.5,
-            "exploding gradients",
-            f"global gradient norm up to {flags['max_grad_norm']:.3g}, clipping on up to "
-            f"{flags['max_clip_fraction']:.0%} of an epoch's steps",
+            flags["max_clip_fraction"] > 0.5,
+            "clipped gradients",
+            f"clipping on up to {flags['max_clip_fraction']:.0%} of an epoch's steps",
         ),
     ]
     if vanishing and flags["signal_ratio"] < min(settings.collapse_ratio, smallest):
-        causes[:2] = causes[1::-1]  # both: the more extreme ratio is the likelier cause
+        causes[1:3] = causes[2:0:-1]  # both: the more extreme ratio is the likelier cause
+    if status in ("diverged", "failed"):
+        return flags
     stuck = stuck_at_chance(metrics, classes, settings.chance_margin)
     if stuck:
         found = [(cause, numbers) for holds, cause, numbers in causes if holds]
@@ -343,10 +363,10 @@ def run_flags(
                 if measure
                 else "; no diagnostics recorded (trainer.diagnostics=false)"
             )
+    elif exploding:
+        flags["flag"] = "exploding gradients"
+        flags["flag_reason"] = causes[0][2]
     elif vanishing:
         flags["flag"] = "vanishing gradients"
         flags["flag_reason"] = next(n for _, c, n in causes if c.startswith("vanishing"))
-    elif causes[-1][0]:
-        flags["flag"] = "exploding gradients"
-        flags["flag_reason"] = causes[-1][2]
     return flags

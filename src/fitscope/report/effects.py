@@ -65,10 +65,23 @@ def _stalled(runs: pd.DataFrame) -> pd.Series:
     return runs["flag"].fillna("").str.startswith("stuck") | (runs["diagnosis"] == "underfit")
 
 
+NOT_MEASURED = (
+    "these runs have no diagnostics at epoch 0 (runs recorded with trainer.diagnostics=false, or "
+    "by a fitscope older than epoch 0)"
+)
+
+
 def glorot(report: Report, setups: pd.DataFrame) -> Effect | None:
     runs = setups[(setups["act"] == "sigmoid") & (setups["init"] == "default")]
     if runs.empty:
         return None
+    claim = (
+        "deep sigmoid nets with small initial weights stall: their gradients vanish toward the "
+        "input"
+    )
+    source = "Glorot & Bengio (2010)"
+    if runs["grad_ratio_first"].isna().all():
+        return Effect(source, claim, "not testable", NOT_MEASURED)
     threshold = report.settings.vanishing_ratio
     ratios = runs["grad_ratio_first"]
     vanishing, stalled = int((ratios < threshold).sum()), int(_stalled(runs).sum())
@@ -78,8 +91,21 @@ def glorot(report: Report, setups: pd.DataFrame) -> Effect | None:
         f"layer's gradient RMS at the first epoch recorded is {_span(ratios)} of the output "
         f"layer's (vanishing below {threshold:g}) in {vanishing} of {n}; {stalled} of {n} "
         f"stalled (stuck at chance or underfit; best val acc "
-        f"{_span(100 * runs['best_val_acc'], '.1f')}%)."
+        f"{_span(100 * runs['best_val_acc'], '.1f')}%)"
     )
+    xavier = setups[(setups["act"] == "sigmoid") & (setups["init"] == "xavier")]
+    if len(xavier):
+        evidence += (
+            f"; with Xavier init (their normalized init), {_span(xavier['grad_ratio_first'])} and "
+            f"{int(_stalled(xavier).sum())} of {len(xavier)} stalled"
+        )
+    saturated = pd.concat([runs, xavier])["max_saturated"].dropna()
+    if len(saturated):
+        evidence += (
+            f"; saturated outputs (within 0.01 of 0 or 1) in a hidden layer at the last epoch: "
+            f"up to {saturated.max():.0%}"
+        )
+    evidence += "."
     verdict = (
         "reproduced"
         if vanishing == stalled == n
@@ -87,13 +113,7 @@ def glorot(report: Report, setups: pd.DataFrame) -> Effect | None:
         if vanishing or stalled
         else "not reproduced"
     )
-    return Effect(
-        "Glorot & Bengio (2010)",
-        "deep sigmoid nets with small initial weights stall: their gradients vanish toward the "
-        "input",
-        verdict,
-        evidence,
-    )
+    return Effect(source, claim, verdict, evidence)
 
 
 def he(report: Report, setups: pd.DataFrame) -> Effect | None:
@@ -101,6 +121,12 @@ def he(report: Report, setups: pd.DataFrame) -> Effect | None:
     default, kaiming = relu[relu["init"] == "default"], relu[relu["init"] == "kaiming"]
     if default.empty and kaiming.empty:
         return None
+    claim = (
+        "a deep ReLU net with PyTorch's default init collapses its forward signal; Kaiming init "
+        "keeps it"
+    )
+    if relu["signal_ratio"].isna().all():
+        return Effect("He et al. (2015)", claim, "not testable", NOT_MEASURED)
     threshold = report.settings.collapse_ratio
     collapsed = int((default["signal_ratio"] < threshold).sum())
     kept = int((kaiming["signal_ratio"] >= threshold).sum())
@@ -127,8 +153,7 @@ def he(report: Report, setups: pd.DataFrame) -> Effect | None:
         verdict = "not reproduced"
     return Effect(
         "He et al. (2015)",
-        "a deep ReLU net with PyTorch's default init collapses its forward signal; Kaiming "
-        "init keeps it",
+        claim,
         verdict,
         f"ReLU runs of depth {_span(relu['depth'], 'g')}: " + "; ".join(parts) + ".",
     )
@@ -143,13 +168,7 @@ def klambauer(report: Report, setups: pd.DataFrame) -> Effect | None:
     at = layers[layers["run"].isin(runs.index) & (layers["layer"].astype(str) != "out")]
     at = at[at["epoch"] == 0]
     if at.empty or "act_std" not in at or at["act_std"].isna().all():
-        return Effect(
-            "Klambauer et al. (2017)",
-            claim,
-            "not testable",
-            "these runs have no epoch-0 activation statistics (trainer.diagnostics=true "
-            "records them)",
-        )
+        return Effect("Klambauer et al. (2017)", claim, "not testable", NOT_MEASURED)
     worst_mean = float(np.nanmax(np.abs(at["act_mean"])))
     worst_std = float(np.nanmax(np.abs(at["act_std"] - 1)))
     holds = worst_mean <= SELU_MEAN_TOLERANCE and worst_std <= SELU_STD_TOLERANCE

@@ -199,7 +199,7 @@ def _run_row(
     )
     classes = summary.get("classes")
     classes = classes if _is_int64(classes) else DEFAULT_CLASSES
-    row.update(run_flags(metrics, layers, row["best_epoch"], classes, settings))
+    row.update(run_flags(metrics, layers, row["best_epoch"], classes, settings, record.status))
     test_best, test_last = summary.get("test_best") or {}, summary.get("test_last") or {}
     row.update(
         test_loss=test_best.get("loss", np.nan),

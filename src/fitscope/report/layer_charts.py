@@ -71,40 +71,48 @@ def _first_epoch_name(epoch: int) -> str:
 @literal_text
 def gradient_flow(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path | None:
     """Weight-gradient RMS by layer, first to last, at the first epoch (0, the untrained net,
-    where recorded) and the best epoch; whole-matrix norms for runs recorded before RMS."""
+    where recorded) and the best epoch. A run recorded before RMS shows its whole-matrix
+    norms, dotted and labelled `(norm)`: the two scales differ."""
     measure = gradient_measure(layers) if not layers.empty else None
     if measure is None or layers["depth_index"].max() < 2:
         return None
-    first_epoch = int(layers["epoch"].min())
+    first_epochs = {int(e) for e in layers.groupby("run")["epoch"].min()}
     styles = _run_styles(runs)
     layers = _with_layer_x(layers)
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
+    measures = set()
     for ax, which in zip(axes, ("first", "best"), strict=True):
         for _, run in runs.iterrows():
             own = layers[layers["run"] == run["run"]]
-            if own.empty:
+            own_measure = gradient_measure(own) if not own.empty else None
+            if own_measure is None:
                 continue
+            measures.add(own_measure)
             epoch = own["epoch"].min() if which == "first" else run["best_epoch"]
             at = own[own["epoch"] == epoch].sort_values("depth_index")
-            ax.plot(
-                at["x"],
-                at[measure],
-                marker="o",
-                ms=3,
-                lw=1.2,
-                alpha=0.85,
-                **styles[run["run"]],
-            )
+            style = dict(styles[run["run"]])
+            if own_measure == "grad_norm" and measure == "grad_rms":  # an older run beside
+                style.update(ls=":", label=f"{style['label']} (norm)")
+            ax.plot(at["x"], at[own_measure], marker="o", ms=3, lw=1.2, alpha=0.85, **style)
         ax.set_yscale("log")
-        plain_log(ax.yaxis)
-        name = _first_epoch_name(first_epoch) if which == "first" else "best epoch"
+        if first_epochs == {0}:
+            name = "epoch 0 (untrained)"
+        elif len(first_epochs) == 1:
+            name = f"first epoch ({min(first_epochs)})"
+        else:
+            name = "first epoch recorded (0 where recorded)"
+        name = name if which == "first" else "best epoch"
         ax.set_title(f"Gradient {'RMS' if measure == 'grad_rms' else 'norm'} by layer, {name}")
         _layer_axis(ax, layers)
+    for ax in axes:  # tick labels that fit the range drawn
+        plain_log(ax.yaxis, ax.get_ylim())
     axes[0].set_ylabel(
         "‖∂loss/∂W‖ / √(weights), mean per step (log)"
-        if measure == "grad_rms"
+        if measures == {"grad_rms"}
         else "mean ‖∂loss/∂W‖ per step (log scale)"
+        if measures == {"grad_norm"}
+        else "gradient RMS (norm, dotted) per step (log)"
     )
     legend(fig, axes[0])
     return save(fig, path)

@@ -167,8 +167,13 @@ def seed_stats_blocks(report: Report, images: dict[str, Path]) -> list[Block]:
         f"{significant} of {int(tested.sum())} tested comparisons of test accuracy are "
         f"significant (Holm p < {ALPHA:g})"
     )
-    if (~tested).any():
-        summary += f"; {int((~tested).sum())} untested"
+    spreadless = acc["verdict"].str.contains("no spread", regex=False) & ~tested
+    for count, word in (
+        (int((~tested & ~spreadless).sum()), "untested"),
+        (int(spreadless.sum()), "with no spread"),
+    ):
+        if count:
+            summary += f"; {count} {word}"
     shown = comparison_table(comparisons)
     if len(shown) > SHOWN_COMPARISONS:
         summary += f". Below, the {SHOWN_COMPARISONS} of {len(shown)} with the lowest Holm p"
