@@ -45,7 +45,13 @@ def test_option_composes_and_trains_one_epoch(group, option, idx_root, tmp_path)
     assert (tmp_path / "config.yaml").is_file()
 
 
-SWEEP_PRESETS = ["activation_study", "capacity_study", "depth_vanishing", "reproduction"]
+SWEEP_PRESETS = [
+    "activation_study",
+    "capacity_study",
+    "depth_vanishing",
+    "reproduction",
+    "tutorial",
+]
 
 
 @pytest.mark.slow
@@ -53,6 +59,7 @@ SWEEP_PRESETS = ["activation_study", "capacity_study", "depth_vanishing", "repro
 def test_a_sweep_preset_sweeps_without_dash_m(preset, tmp_path):
     # its sweep cut to one job on the command line, which wins over the preset's list
     one_job = ["activation=relu", "model.depth=1", "model.width=16", "trainer.seed=0"]
+    one_job.append("trainer.steps=null")  # the tutorial's budget: trainer.epochs=1 decides
     result = run_cli(f"experiment={preset}", *QUICK, "trainer.epochs=1", *one_job, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     [sweep] = [p.parent for p in tmp_path.glob("multirun/*/*/multirun.yaml")]

@@ -161,6 +161,7 @@ NULL_OR_NAME: Rule = (
     (lambda v: v is None or _is_folder_name(v)),
     "null or a folder name (letters, digits, _ . + -; not . or ..)",
 )
+NULL_OR_COUNT: Rule = ((lambda v: v is None or (_is_int(v) and v >= 1)), "null or an integer >= 1")
 NULL_OR_FOLDS: Rule = ((lambda v: v is None or (_is_int(v) and v >= 2)), "null or an integer >= 2")
 NULL_OR_POSITIVE: Rule = (
     (lambda v: v is None or (_is_number(v) and v > 0)),
@@ -213,6 +214,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
         ("optimizer.betas", BETAS, False),
         ("optimizer.eps", number(0, low_open=True), False),
         ("trainer.epochs", integer(1), True),
+        ("trainer.steps", NULL_OR_COUNT, False),
         ("trainer.batch_size", integer(1), True),
         ("trainer.eval_batch_size", integer(1), True),
         ("trainer.device", DEVICE, True),

@@ -254,8 +254,8 @@ def run_flags(
     status: str = "completed",
 ) -> dict[str, Any]:
     """What the diagnostics say of a run: `flag` (`stuck at chance (<cause>)`, `exploding
-    gradients`, `vanishing gradients` or ``; none for a run that diverged or failed, whose
-    status says what happened), `flag_reason` (the numbers behind it), and
+    gradients`, `dead output units`, `vanishing gradients` or ``; none for a run that diverged
+    or failed, whose status says what happened), `flag_reason` (the numbers behind it), and
     - `grad_ratio_first`, `grad_ratio_best`: first-to-output layer ratio of gradient RMS at the
       first epoch recorded (0, the untrained net) and the best one;
     - `signal_ratio`: last-to-first hidden layer ratio of the activations' signal (per-unit std
@@ -263,15 +263,17 @@ def run_flags(
       by layer leaves the deep layers the same output for every input;
     - `max_dead`, `max_saturated`: the largest dead or saturated share of a hidden layer at the
       last epoch;
+    - `dead_outputs`: with an activation after the output layer, how many of the `classes`
+      output units are dead (constant for every sample) at the last epoch;
     - `max_grad_norm`, `max_clip_fraction`: over the trained epochs.
 
     A stuck run's cause is the first that holds of: exploding gradients (global norm above
     `exploding_norm`: what follows from them, dead units among others, is not the cause),
-    vanishing gradients toward the input (`grad_ratio` below `vanishing_ratio`), collapsed
-    forward signal (`signal_ratio` below `collapse_ratio`), dead units, saturated units (a
-    hidden layer's share at least `unit_share`), clipped gradients (clipping on most steps of an
-    epoch: each step is cut to `optimizer.grad_clip`); where both gradient and signal rules
-    hold, the one with the smaller ratio comes first."""
+    dead output units, vanishing gradients toward the input (`grad_ratio` below
+    `vanishing_ratio`), collapsed forward signal (`signal_ratio` below `collapse_ratio`), dead
+    units, saturated units (a hidden layer's share at least `unit_share`), clipped gradients
+    (clipping on most steps of an epoch: each step is cut to `optimizer.grad_clip`); where both
+    gradient and signal rules hold, the one with the smaller ratio comes first."""
     flags: dict[str, Any] = {
         "flag": "",
         "flag_reason": "",
@@ -279,6 +281,7 @@ def run_flags(
         "grad_ratio_best": np.nan,
         "signal_ratio": np.nan,
         "max_dead": np.nan,
+        "dead_outputs": np.nan,
         "max_saturated": np.nan,
         "max_grad_norm": np.nan,
         "max_clip_fraction": np.nan,
@@ -305,6 +308,10 @@ def run_flags(
         if unit in layers.columns:
             shares = _at(layers, last, unit, hidden=True)
             flags[f"max_{unit}"] = float(shares.max()) if len(shares) else np.nan
+    if "dead" in layers.columns:  # logits constant for every sample: an activation after them
+        at = layers[(layers["epoch"] == last) & (layers["layer"].astype(str) == "out")]["dead"]
+        if at.notna().any():
+            flags["dead_outputs"] = round(float(at.dropna().iloc[0]) * classes)
     rows = trained(metrics)
     if "grad_norm_total" in rows.columns and len(rows):
         flags["max_grad_norm"] = float(rows["grad_norm_total"].max())
@@ -313,11 +320,18 @@ def run_flags(
     smallest = np.nanmin([flags["grad_ratio_first"], flags["grad_ratio_best"], np.inf])
     vanishing = smallest < settings.vanishing_ratio
     exploding = flags["max_grad_norm"] > settings.exploding_norm
+    dead_outputs = flags["dead_outputs"] > 0
     causes = [
         (
             exploding,
             "exploding gradients",
             f"global gradient norm up to {flags['max_grad_norm']:.3g}",
+        ),
+        (
+            dead_outputs,
+            "dead output units",
+            f"{flags['dead_outputs']:.0f} of {classes} output units dead at the last epoch "
+            "(constant for every sample: the activation after the output layer)",
         ),
         (
             vanishing,
@@ -347,7 +361,7 @@ def run_flags(
         ),
     ]
     if vanishing and flags["signal_ratio"] < min(settings.collapse_ratio, smallest):
-        causes[1:3] = causes[2:0:-1]  # both: the more extreme ratio is the likelier cause
+        causes[2:4] = causes[3:1:-1]  # both: the more extreme ratio is the likelier cause
     if status in ("diverged", "failed"):
         return flags
     stuck = stuck_at_chance(metrics, classes, settings.chance_margin)
@@ -366,6 +380,9 @@ def run_flags(
     elif exploding:
         flags["flag"] = "exploding gradients"
         flags["flag_reason"] = causes[0][2]
+    elif dead_outputs:
+        flags["flag"] = "dead output units"
+        flags["flag_reason"] = causes[1][2]
     elif vanishing:
         flags["flag"] = "vanishing gradients"
         flags["flag_reason"] = next(n for _, c, n in causes if c.startswith("vanishing"))

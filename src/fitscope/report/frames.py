@@ -51,6 +51,7 @@ INTEGER_COLUMNS = (
     "restored_epoch",
     "smoothed_min_epoch",
     "val_window",
+    "dead_outputs",
     "epochs_run",
     "params",
     "classes",

@@ -120,7 +120,8 @@ def gradient_flow(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path 
 
 @literal_text
 def unit_health(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path | None:
-    """Dead (ReLU family) and saturated (sigmoid, tanh) shares of units by layer, best epoch."""
+    """Dead (ReLU family) and saturated (sigmoid, tanh) shares of units by layer, best epoch;
+    `out`, where an activation follows the output layer, its dead (constant) logits."""
     measures = [m for m in ("dead", "saturated") if m in layers.columns and layers[m].notna().any()]
     if layers.empty or not measures:
         return None
@@ -145,12 +146,13 @@ def unit_health(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path | 
         ax.set_ylabel(f"{measure} units (%)")
         ax.set_title(
             {
-                "dead": "Dead units (pre-activation ≤ 0 on every sample)",
-                "saturated": "Saturated activations (derivative < 1% of max)",
+                "dead": "Dead units (pre-activation ≤ 0 on every sample;\n"
+                "out: logits constant for every sample)",
+                "saturated": "Saturated outputs (within 0.01 of the bounds)",
             }[measure],
             fontsize=10,
         )
-        _layer_axis(ax, layers[layers["layer"] != "out"])
+        _layer_axis(ax, layers[layers[measure].notna()])
         legend(fig, ax)
     return save(fig, path)
 

@@ -17,6 +17,9 @@ Per epoch, `metrics.csv` gets (layers are numbered from the input, `out` is the 
   that collapses leaves the deep layers the same output, set by their biases, for every input);
 - `dead_<i>` (ReLU family): share of layer i's units whose pre-activation is <= 0 for every
   sample of that batch (they pass no gradient through the ReLU's flat side);
+- `dead_out` (with `model.final_activation`): share of the output units (logits, after the
+  activation that follows the output layer) that are constant, zero for a ReLU, for every
+  sample of that batch: a dead logit never changes its class's score;
 - `saturated_<i>` (sigmoid, tanh): share of layer i's unit outputs on that batch within
   `SATURATION_MARGIN` of the activation's bounds (sigmoid: 0 or 1; tanh: -1 or 1), as Glorot &
   Bengio (2010) measure saturation.
@@ -71,6 +74,12 @@ def unit_measure(activation: str | None) -> str | None:
     return None
 
 
+def has_final_activation(model: nn.Module) -> bool:
+    """True when an activation follows the output layer (`model.final_activation`)."""
+    modules = list(model.children())
+    return bool(modules) and not isinstance(modules[-1], (nn.Linear, nn.Dropout))
+
+
 def diagnostic_columns(model: nn.Module, activation: str | None) -> list[str]:
     """The `metrics.csv` columns that `GradientMonitor` and `activation_statistics` fill."""
     names = layer_names(model)
@@ -80,6 +89,8 @@ def diagnostic_columns(model: nn.Module, activation: str | None) -> list[str]:
         columns += [layer_column(m, hidden) for m in ("act_mean", "act_std", "signal")]
         if measure:
             columns.append(layer_column(measure, hidden))
+    if has_final_activation(model):
+        columns.append(layer_column("dead", "out"))
     return columns
 
 
@@ -129,7 +140,8 @@ def activation_statistics(
 ) -> torch.Tensor:
     """Per hidden layer: mean and std of its outputs on `x`, its signal (per-unit std across
     the samples, RMS over units), then its dead or saturated share (when the activation has
-    one), in the order of `diagnostic_columns`."""
+    one); then, with an activation after the output layer, the share of output units constant
+    over `x`: in the order of `diagnostic_columns`."""
     model.eval()
     measure = unit_measure(activation)
     hidden = len(linear_layers(model)) - 1
@@ -152,6 +164,8 @@ def activation_statistics(
                 values.append(near.float().mean())
             pre = None
         h = out
+    if has_final_activation(model):
+        values.append((h.amax(dim=0) == h.amin(dim=0)).float().mean())
     if not values:
         return torch.zeros(0, device=x.device)
     return torch.stack(values)

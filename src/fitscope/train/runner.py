@@ -40,7 +40,7 @@ from fitscope.train.loggers import make_loggers, prediction_grid
 from fitscope.train.loop import FitResult, evaluate, fit, metric_columns
 from fitscope.train.models import build_mlp, count_parameters, mlp_args, save_checkpoint
 from fitscope.train.resume import completed_run
-from fitscope.train.settings import TrainerSettings, validate
+from fitscope.train.settings import TrainerSettings, validate, with_step_budget
 from fitscope.train.steps import set_math_modes
 
 log = logging.getLogger("fitscope")
@@ -174,6 +174,9 @@ def _train(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     splits = make_splits(config["data"], device)
+    settings, budget = with_step_budget(settings, len(splits.x_train))
+    summary.update(epochs=settings.epochs, budget=budget)
+    console.epochs = settings.epochs
     torch.manual_seed(settings.seed)
     model_args = mlp_args(config, splits.n_features, splits.n_classes)
     model = build_mlp(**model_args).to(device)

@@ -7,7 +7,9 @@ The runner, the benchmark and the tests all build their settings with `validate`
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +33,8 @@ class EarlyStoppingSettings:
 class TrainerSettings:
     """The `trainer` group (see conf/trainer/default.yaml), resolved for this machine."""
 
-    epochs: int
+    epochs: int  # derived from `steps` once the data's size is known (`with_step_budget`)
+    steps: int | None  # a budget in optimizer steps, or None: `epochs` is the budget
     batch_size: int
     eval_batch_size: int
     device: torch.device  # `auto` resolved
@@ -60,6 +63,7 @@ def trainer_settings(trainer: Mapping[str, Any]) -> TrainerSettings:
     device, stopping = resolve_device(trainer["device"]), trainer["early_stopping"]
     return TrainerSettings(
         epochs=trainer["epochs"],
+        steps=trainer.get("steps"),
         batch_size=trainer["batch_size"],
         eval_batch_size=trainer["eval_batch_size"],
         device=device,
@@ -77,6 +81,38 @@ def trainer_settings(trainer: Mapping[str, Any]) -> TrainerSettings:
             min_delta=stopping["min_delta"],
         ),
     )
+
+
+def steps_per_epoch(samples: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch over `samples` (the last batch may be smaller)."""
+    return max(1, math.ceil(samples / batch_size))
+
+
+def epochs_for_steps(steps: int, samples: int, batch_size: int) -> int:
+    """The fewest whole epochs over `samples` that take at least `steps` optimizer steps."""
+    return max(1, math.ceil(steps / steps_per_epoch(samples, batch_size)))
+
+
+def with_step_budget(
+    settings: TrainerSettings, samples: int
+) -> tuple[TrainerSettings, dict[str, Any]]:
+    """`settings` with the epochs its budget gives on `samples` training samples, and that
+    budget as summary.json records it: `kind` (`steps` or `epochs`), `steps` (asked for, or
+    null), `steps_per_epoch`, `epochs`, `steps_planned` (epochs x steps per epoch: a step budget
+    is rounded up to whole epochs)."""
+    per_epoch = steps_per_epoch(samples, settings.batch_size)
+    epochs = settings.epochs
+    if settings.steps is not None:
+        epochs = epochs_for_steps(settings.steps, samples, settings.batch_size)
+        settings = dataclasses.replace(settings, epochs=epochs)
+    budget = {
+        "kind": "epochs" if settings.steps is None else "steps",
+        "steps": settings.steps,
+        "steps_per_epoch": per_epoch,
+        "epochs": epochs,
+        "steps_planned": epochs * per_epoch,
+    }
+    return settings, budget
 
 
 def resolve_device(name: str) -> torch.device:
