@@ -123,10 +123,10 @@ def diagnose(metrics: pd.DataFrame, settings: ReportSettings) -> Verdict:
     train = metrics["train_loss"].to_numpy(float)
     train_acc = metrics["train_acc"].to_numpy(float)
     epochs = len(val)
-    if best_epoch(list(val)) is None:
+    best = best_epoch(list(val))
+    if best is None:
         return Verdict("no data", "no finite validation loss")
     epoch_of = metrics["epoch"].to_numpy(int)
-    best = best_epoch(list(val))
     kept = f"; best weights kept, test uses epoch {epoch_of[best - 1]}"
     window = smoothing_window(epochs, settings)
     smoothed = smooth(val, window)

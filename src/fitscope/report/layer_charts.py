@@ -96,13 +96,12 @@ def gradient_flow(runs: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path 
                 style.update(ls=":", label=f"{style['label']} (norm)")
             ax.plot(at["x"], at[own_measure], marker="o", ms=3, lw=1.2, alpha=0.85, **style)
         ax.set_yscale("log")
-        if first_epochs == {0}:
-            name = "epoch 0 (untrained)"
+        if which == "best":
+            name = "best epoch"
         elif len(first_epochs) == 1:
-            name = f"first epoch ({min(first_epochs)})"
+            name = _first_epoch_name(min(first_epochs))
         else:
             name = "first epoch recorded (0 where recorded)"
-        name = name if which == "first" else "best epoch"
         ax.set_title(f"Gradient {'RMS' if measure == 'grad_rms' else 'norm'} by layer, {name}")
         _layer_axis(ax, layers)
     for ax in axes:  # tick labels that fit the range drawn
