@@ -122,7 +122,7 @@ def tutorial_epoch_seconds(
 
 def fitscope_fit(config: Mapping[str, Any], settings: TrainerSettings) -> tuple[FitResult, int]:
     """fitscope's trainer on the tutorial's model and optimizer; (result, training samples)."""
-    splits = make_splits(config["data"], settings.device)
+    splits = make_splits(config["data"], settings.device, settings.train_eval_samples)
     model = build_model(config, splits.n_features, splits.n_classes).to(settings.device)
     return fit(model, splits, config["optimizer"], settings), len(splits.x_train)
 

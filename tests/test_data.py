@@ -10,10 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_cfg, quick_cfg
+from conftest import compose_cfg, quick_cfg, read_metrics
 from fitscope.config import ConfigError
 from fitscope.report.frames import collect
-from fitscope.train.data import kfold_split, load_arrays, make_splits, write_idx_dataset
+from fitscope.train import loop
+from fitscope.train.data import (
+    DataError,
+    clear_cache,
+    kfold_split,
+    load_arrays,
+    make_splits,
+    train_eval_count,
+    write_idx_dataset,
+)
+from fitscope.train.models import build_mlp, mlp_args
 from fitscope.train.runner import run
 from fitscope.train.settings import validate
 
@@ -134,3 +144,75 @@ def test_a_torchvision_that_cannot_be_imported_breaks_no_embedded_run(tmp_path, 
         environment.library_versions.cache_clear()
     assert summary["status"] == "completed", summary["error"]
     assert summary["versions"]["torchvision"] == version("torchvision")  # read, not imported
+
+
+# -------------------------------------------------------- the train curve's fixed subset
+
+
+def test_train_curve_subset_is_stratified_fixed_by_the_split_and_a_subset_of_training():
+    data = compose_cfg("data=digits").data
+    whole = make_splits(data)
+    assert whole.train_eval[0] is whole.x_train  # null (the default here): every sample
+    a = make_splits(data, train_eval_samples=200)
+    x_eval, y_eval = a.train_eval
+    assert len(x_eval) == 200
+    counts, shares = _label_counts(y_eval), _label_counts(whole.y_train) / len(whole.y_train)
+    assert np.abs(counts - 200 * shares).max() <= 1  # each class in its share
+    train_rows = {tuple(r) for r in whole.x_train.tolist()}
+    assert all(tuple(r) in train_rows for r in x_eval.tolist())  # only training samples
+    # drawn with data.split_seed: another trainer seed (another run of the sweep) and a new
+    # process (cleared caches) get the very same samples; another split seed others
+    clear_cache()
+    again = make_splits(compose_cfg("data=digits", "trainer.seed=7").data, train_eval_samples=200)
+    assert torch.equal(again.train_eval[0], x_eval) and torch.equal(again.train_eval[1], y_eval)
+    other = make_splits(compose_cfg("data=digits", "data.split_seed=1").data, "cpu", 200)
+    assert not torch.equal(other.train_eval[1], y_eval)
+
+
+@pytest.mark.parametrize(
+    ("setting", "n_train", "n_val", "count"),
+    [
+        ("auto", 54_000, 6_000, 10_000),  # at least AUTO_TRAIN_EVAL_MIN
+        ("auto", 200_000, 40_000, 40_000),  # as many as the validation part
+        ("auto", 3_200, 800, 3_200),  # a small training part whole
+        (None, 54_000, 6_000, 54_000),
+        (5_000, 54_000, 6_000, 5_000),
+        (90_000, 54_000, 6_000, 54_000),
+    ],
+)
+def test_train_eval_samples_resolves_to_a_count(setting, n_train, n_val, count):
+    assert train_eval_count(setting, n_train, n_val) == count
+
+
+def test_train_curve_samples_too_few_for_every_class_is_one_clear_line():
+    with pytest.raises(DataError, match=r"trainer.train_eval_samples=5: cannot draw .* use null"):
+        make_splits(compose_cfg("data=digits").data, train_eval_samples=5)
+
+
+def test_every_epoch_measures_the_train_curve_on_the_same_subset(monkeypatch):
+    plain, settings = validate(quick_cfg("trainer.epochs=3", "trainer.train_eval_samples=300"))
+    splits = make_splits(plain["data"], "cpu", settings.train_eval_samples)
+    x_eval, y_eval = splits.train_eval
+    inputs, real = [], loop.evaluate
+    monkeypatch.setattr(loop, "evaluate", lambda m, x, *a: inputs.append(x) or real(m, x, *a))
+    torch.manual_seed(0)
+    model = build_mlp(**mlp_args(plain, splits.n_features, splits.n_classes))
+    result = loop.fit(model, splits, plain["optimizer"], settings)
+    # epochs 0 to 3 each evaluate the subset, never the whole training part
+    assert sum(x is x_eval for x in inputs) == 4
+    assert not any(x is splits.x_train for x in inputs)
+    # and the last row is the last weights (`fit` leaves them in the model) on that subset
+    loss, acc = real(model, x_eval, y_eval, settings.eval_batch_size).tolist()
+    assert (result.rows[-1]["train_loss"], result.rows[-1]["train_acc"]) == (loss, acc)
+
+
+def test_the_subset_changes_the_train_curve_only(tmp_path):
+    subset = run(quick_cfg("trainer.epochs=3", "trainer.train_eval_samples=300"), tmp_path / "a")
+    whole = run(quick_cfg("trainer.epochs=3", "trainer.train_eval_samples=null"), tmp_path / "b")
+    assert subset["samples"]["train_eval"] == 300
+    assert whole["samples"]["train_eval"] == whole["samples"]["train"] > 300
+    a, b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
+    # training never depends on where the train curve is measured: the same validation curve
+    assert a["val_loss"].tolist() == b["val_loss"].tolist()
+    assert a["train_loss"].tolist() != b["train_loss"].tolist()
+    assert subset["test_best"] == whole["test_best"]

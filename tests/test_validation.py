@@ -21,6 +21,8 @@ BAD_VALUES = [
     ("trainer.divergence_loss=inf", "null or a finite number > 0"),
     ("trainer.batch_size=0", "an integer >= 1"),
     ("trainer.epochs=0", "an integer >= 1"),
+    ("trainer.train_eval_samples=0", "auto, null (all training samples) or an integer >= 1"),
+    ("trainer.train_eval_samples=half", "auto, null (all training samples) or an integer >= 1"),
     ("data.val_fraction=1.5", "a number in (0, 1)"),
     ("model.dropout=1", "a number in [0, 1)"),
     ("model.depth=abc", "an integer >= 0"),

@@ -162,6 +162,10 @@ NULL_OR_NAME: Rule = (
     "null or a folder name (letters, digits, _ . + -; not . or ..)",
 )
 NULL_OR_COUNT: Rule = ((lambda v: v is None or (_is_int(v) and v >= 1)), "null or an integer >= 1")
+TRAIN_EVAL: Rule = (
+    (lambda v: v is None or v == "auto" or (_is_int(v) and v >= 1)),
+    "auto, null (all training samples) or an integer >= 1",
+)
 NULL_OR_FOLDS: Rule = ((lambda v: v is None or (_is_int(v) and v >= 2)), "null or an integer >= 2")
 NULL_OR_POSITIVE: Rule = (
     (lambda v: v is None or (_is_number(v) and v > 0)),
@@ -217,6 +221,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
         ("trainer.steps", NULL_OR_COUNT, False),
         ("trainer.batch_size", integer(1), True),
         ("trainer.eval_batch_size", integer(1), True),
+        ("trainer.train_eval_samples", TRAIN_EVAL, False),
         ("trainer.device", DEVICE, True),
         ("trainer.seed", integer(0), True),
         ("trainer.deterministic", BOOLEAN, True),

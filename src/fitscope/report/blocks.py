@@ -41,6 +41,12 @@ DEFINITIONS = """\
 - **epoch 0**: the network as initialized, before any step: its losses, accuracies and
   diagnostics (gradients from one pass over a fixed training batch). Charts start there; the
   best epoch, early stopping and the fit verdict look at trained epochs (1 on) only.
+- **train and validation curves**: each epoch's loss and accuracy of its final weights, in eval
+  mode (dropout off). The validation curve covers the whole validation part; the train curve a
+  fixed, stratified subset of the training part (`trainer.train_eval_samples`: as many samples
+  as the validation part, at least 10,000, so smaller training parts are measured whole), the
+  same samples at every epoch and in every run on that split (summary.json's
+  `samples.train_eval` says how many).
 - **best epoch**: the trained epoch with the lowest validation loss. Every run keeps its weights
   (`best.pt`), and the test columns use them: "best weights kept, test uses epoch 7" in a reason
   says so where the best epoch is not the last.

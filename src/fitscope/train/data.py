@@ -4,6 +4,9 @@ Splits: the test part is held out (the official test set, or a fixed stratified 
 datasets without one) and used once at the end; the validation part is carved from the training
 part, stratified by class and seeded by `data.split_seed`: `val_fraction` of it, or with
 `data.folds=K` the fold `data.fold` of a stratified K-fold split (cross-validation).
+The train curve is measured on a fixed, stratified subset of the training part
+(`trainer.train_eval_samples`, `train_eval_indices`), drawn with `data.split_seed` when the split
+is made, so every epoch and every run of a sweep on that split evaluates the same samples.
 Raw arrays and the prepared splits on the device are cached per process, so a sweep run in one
 process loads, normalizes and copies each dataset to the device once.
 """
@@ -40,10 +43,56 @@ class Splits:
     x_test: torch.Tensor
     y_test: torch.Tensor
     n_classes: int
+    # the samples the train curve is measured on (`trainer.train_eval_samples`): a fixed,
+    # stratified subset of the training part, or the training part itself
+    x_train_eval: torch.Tensor | None = None
+    y_train_eval: torch.Tensor | None = None
 
     @property
     def n_features(self) -> int:
         return self.x_train.shape[1]
+
+    @property
+    def train_eval(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) the train curve is measured on."""
+        if self.x_train_eval is None or self.y_train_eval is None:
+            return self.x_train, self.y_train
+        return self.x_train_eval, self.y_train_eval
+
+
+# `trainer.train_eval_samples=auto`: as many training samples as the validation part holds, at
+# least this many (a training part this small is evaluated whole).
+AUTO_TRAIN_EVAL_MIN = 10_000
+
+
+def train_eval_count(setting: int | str | None, n_train: int, n_val: int) -> int:
+    """How many training samples the train curve is measured on for `trainer.train_eval_samples`
+    = `setting`: null is all of them, `auto` as many as the validation part (at least
+    `AUTO_TRAIN_EVAL_MIN`), a number that many; never more than the training part holds."""
+    if setting is None:
+        return n_train
+    wanted = max(n_val, AUTO_TRAIN_EVAL_MIN) if setting == "auto" else int(setting)
+    return min(wanted, n_train)
+
+
+def train_eval_indices(labels: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    """Sorted indices of `samples` of the training part, stratified by class (each class in its
+    share of the training part) and seeded: the same labels, count and seed give the same
+    samples. All indices when `samples` covers the training part."""
+    if samples >= len(labels):
+        return np.arange(len(labels))
+    try:
+        chosen, _ = train_test_split(
+            np.arange(len(labels)), train_size=samples, random_state=seed, stratify=labels
+        )
+    except ValueError as error:
+        classes = len(np.unique(labels))
+        raise DataError(
+            f"trainer.train_eval_samples={samples}: cannot draw a stratified subset of "
+            f"{samples} from {len(labels)} training samples ({error}); use null (all of them) "
+            f"or a number from {classes} to {len(labels) - classes}"
+        ) from None
+    return np.sort(chosen)
 
 
 # (train images, train labels, test images or None, test labels or None), images flattened.
@@ -125,22 +174,30 @@ def kfold_split(
     return splits[fold]
 
 
-def make_splits(data: Mapping[str, Any], device: torch.device | str = "cpu") -> Splits:
-    """The `data` config's train/val/test splits as normalized tensors on `device`, made once
-    per process for each config and device (the last `SPLITS_CACHE_SIZE`). Callers must not
-    modify them.
+def make_splits(
+    data: Mapping[str, Any],
+    device: torch.device | str = "cpu",
+    train_eval_samples: int | str | None = None,
+) -> Splits:
+    """The `data` config's train/val/test splits as normalized tensors on `device`, with the
+    subset of the training part that `trainer.train_eval_samples` measures the train curve on
+    (`train_eval_count`; None: all of it), made once per process for each config, setting and
+    device (the last `SPLITS_CACHE_SIZE`). Callers must not modify them.
 
     Features are standardized with the mean and std of the training part's pixels.
     """
-    return _cached_splits(tuple(sorted(data.items())), str(torch.device(device)))
+    key = tuple(sorted(data.items()))
+    return _cached_splits(key, str(torch.device(device)), train_eval_samples)
 
 
 SPLITS_CACHE_SIZE = 2
 
 
 @functools.lru_cache(maxsize=SPLITS_CACHE_SIZE)
-def _cached_splits(data_items: tuple[tuple[str, Any], ...], device: str) -> Splits:
-    return _make_splits(dict(data_items), torch.device(device))
+def _cached_splits(
+    data_items: tuple[tuple[str, Any], ...], device: str, train_eval_samples: int | str | None
+) -> Splits:
+    return _make_splits(dict(data_items), torch.device(device), train_eval_samples)
 
 
 def clear_cache() -> None:
@@ -149,7 +206,9 @@ def clear_cache() -> None:
     _cached_splits.cache_clear()
 
 
-def _make_splits(data: Mapping[str, Any], device: torch.device) -> Splits:
+def _make_splits(
+    data: Mapping[str, Any], device: torch.device, train_eval_samples: int | str | None = None
+) -> Splits:
     images, labels, test_images, test_labels = load_arrays(
         data["name"], data.get("root"), bool(data.get("download", False))
     )
@@ -181,7 +240,12 @@ def _make_splits(data: Mapping[str, Any], device: torch.device) -> Splits:
     x_val, y_val = prepared(features(images[val_idx]), labels[val_idx])
     x_test, y_test = prepared(features(test_images), test_labels)
     n_classes = int(max(labels.max(), test_labels.max())) + 1
-    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, n_classes)
+    count = train_eval_count(train_eval_samples, len(train_idx), len(val_idx))
+    if count >= len(train_idx):
+        return Splits(x_train, y_train, x_val, y_val, x_test, y_test, n_classes)
+    chosen = torch.as_tensor(train_eval_indices(labels[train_idx], count, seed), device=device)
+    x_eval, y_eval = x_train.index_select(0, chosen), y_train.index_select(0, chosen)
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, n_classes, x_eval, y_eval)
 
 
 def write_idx_dataset(

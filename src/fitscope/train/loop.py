@@ -5,8 +5,9 @@ before any step, so that what training changed can be told from what the init ga
 Each epoch trains on every batch of a seeded on-device permutation (the last batch may be
 smaller; how a step runs, eager or as a CUDA graph, is `make_step`), then evaluates
 per-sample-mean loss and accuracy on the training and validation parts with the epoch's final
-weights (eval mode, so dropout is off). Nothing is read back to the host inside the batch loop:
-the epoch's measures come back in one transfer per epoch.
+weights (eval mode, so dropout is off): the train curve on the fixed subset of the training part
+that `trainer.train_eval_samples` asks for (`Splits.train_eval`). Nothing is read back to the
+host inside the batch loop: the epoch's measures come back in one transfer per epoch.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def _epoch_measures(
     `gradients` and `activations` when measured, the per-step `step_losses` when given."""
     batch, precision = settings.eval_batch_size, settings.precision
     measures = {
-        "train": evaluate(model, splits.x_train, splits.y_train, batch, precision),
+        "train": evaluate(model, *splits.train_eval, batch, precision),
         "val": evaluate(model, splits.x_val, splits.y_val, batch, precision),
     }
     if step.monitor is not None:
@@ -191,7 +192,7 @@ def initial_row(
     start = time.perf_counter()
     batch, precision = settings.eval_batch_size, settings.precision
     measures = {
-        "train": evaluate(model, splits.x_train, splits.y_train, batch, precision),
+        "train": evaluate(model, *splits.train_eval, batch, precision),
         "val": evaluate(model, splits.x_val, splits.y_val, batch, precision),
     }
     if settings.diagnostics:

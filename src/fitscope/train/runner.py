@@ -173,7 +173,7 @@ def _train(
     set_math_modes(settings)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    splits = make_splits(config["data"], device)
+    splits = make_splits(config["data"], device, settings.train_eval_samples)
     settings, budget = with_step_budget(settings, len(splits.x_train))
     summary.update(epochs=settings.epochs, budget=budget)
     console.epochs = settings.epochs
@@ -207,6 +207,7 @@ def _environment(model: torch.nn.Module, splits: Splits, device: torch.device) -
         "device": device_name(device),
         "samples": {
             "train": len(splits.x_train),
+            "train_eval": len(splits.train_eval[0]),  # the train curve's samples
             "val": len(splits.x_val),
             "test": len(splits.x_test),
         },

@@ -37,6 +37,7 @@ class TrainerSettings:
     steps: int | None  # a budget in optimizer steps, or None: `epochs` is the budget
     batch_size: int
     eval_batch_size: int
+    train_eval_samples: int | str | None  # the train curve's samples: auto, a count, None = all
     device: torch.device  # `auto` resolved
     seed: int
     deterministic: bool
@@ -66,6 +67,7 @@ def trainer_settings(trainer: Mapping[str, Any]) -> TrainerSettings:
         steps=trainer.get("steps"),
         batch_size=trainer["batch_size"],
         eval_batch_size=trainer["eval_batch_size"],
+        train_eval_samples=trainer.get("train_eval_samples"),
         device=device,
         seed=trainer["seed"],
         deterministic=trainer["deterministic"],
