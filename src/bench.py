@@ -1,8 +1,9 @@
 """How fast is fitscope? Runs, in one process on one device, the classic tutorial loop and
-fitscope's trainer on the same model and data, then a whole sweep end to end.
+fitscope's trainer on the same model and data, then a whole sweep end to end, several ways.
 
     python src/bench.py [--device auto|cpu|cuda] [--epochs 3] [--sweep-epochs 10]
-                        [--compile none,graph,torch_compile] [--precision bf16] [--quick]
+                        [--compile none,graph,torch_compile] [--precision bf16]
+                        [--sweeps before,basic,cpu] [--quick]
 
 The data are generated MNIST-shaped images (60,000 x 28 x 28 and a 10,000 test set; the
 machines this runs on cannot download MNIST) written as MNIST files and read through the real
@@ -13,19 +14,25 @@ torchvision MNIST loader by both loops. Figures and ratios are printed, nothing 
 2. fitscope: the same model and optimizer through `fitscope.train.loop.fit` on tensors already
    on the device, configured as `src/run.py` would be (the same config groups, composed and
    validated), with diagnostics off and on, for each step mode asked (`--compile`; default:
-   none, and graph on CUDA; `--precision bf16` adds a bf16 run of the last mode). One epoch =
-   training on 54,000 samples, then evaluating the train and validation parts; both the whole
-   epoch and its training phase alone (what the tutorial loop does) are compared with the
-   tutorial loop;
+   none, and graph on CUDA; `--precision bf16` adds a bf16 run of the last mode), and once
+   with the train curve on every training sample (`trainer.train_eval_samples=null`, how every
+   epoch was measured before that setting). One epoch = training on 54,000 samples, then
+   evaluating the train curve's samples and the validation part. The headline is the whole
+   epoch with the default settings (diagnostics on) against the tutorial loop, the training
+   phase alone (what the tutorial loop does) beside it;
 3. the sweep `-m activation=relu,leaky,selu model.depth=1,2,3 model.width=100,200,400` (27 runs)
-   through `src/run.py` in one process, report included, beside the tutorial loop's projected
-   time for it, with where the time went and (on CUDA) each run's GPU memory.
+   through `src/run.py`, report included, each way `--sweeps` asks: `before` (Hydra's basic
+   launcher, one run after another in one process, the train curve on every training sample),
+   `basic` (the basic launcher with the default settings), `cpu` (`hydra/launcher=cpu`: a
+   single-threaded worker process per core); beside the tutorial loop's projected time for it,
+   with where the time went and (on CUDA) each run's GPU memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -120,26 +127,49 @@ def tutorial_epoch_seconds(
     return times
 
 
-def fitscope_fit(config: Mapping[str, Any], settings: TrainerSettings) -> tuple[FitResult, int]:
-    """fitscope's trainer on the tutorial's model and optimizer; (result, training samples)."""
+def fitscope_fit(
+    config: Mapping[str, Any], settings: TrainerSettings
+) -> tuple[FitResult, int, int]:
+    """fitscope's trainer on the tutorial's model and optimizer; (result, training samples,
+    the train curve's samples)."""
     splits = make_splits(config["data"], settings.device, settings.train_eval_samples)
     model = build_model(config, splits.n_features, splits.n_classes).to(settings.device)
-    return fit(model, splits, config["optimizer"], settings), len(splits.x_train)
+    result = fit(model, splits, config["optimizer"], settings)
+    return result, len(splits.x_train), len(splits.train_eval[0])
 
 
-def sweep_seconds(root: Path, device: str, epochs: int, sweep: list[str], cwd: Path) -> float:
+# The ways `--sweeps` can run the sweep: (what the line says, extra command-line overrides).
+SWEEP_WAYS = {
+    "before": (
+        "as before the laptop-speed work: basic launcher, train curve on every training sample, "
+        "denormals not flushed",
+        ["trainer.train_eval_samples=null", "trainer.flush_denormal=false"],
+    ),
+    "basic": ("basic launcher (one run after another in one process)", []),
+    "cpu": (
+        "hydra/launcher=cpu (a single-threaded worker process per core)",
+        ["hydra/launcher=cpu"],
+    ),
+}
+
+
+def sweep_seconds(
+    root: Path, device: str, epochs: int, sweep: list[str], cwd: Path, way: str
+) -> float:
     command = [
         sys.executable,
         str(RUN_PY),
         "-m",
         *sweep,
+        *SWEEP_WAYS[way][1],
         "data=mnist",
         f"data.root={root}",
         "data.download=false",
         f"trainer.epochs={epochs}",
         f"trainer.device={device}",
         "trainer.console=quiet",
-        "hydra.sweep.dir=bench_sweep",
+        f"hydra.sweep.dir=bench_sweep_{way}",
+        f"report.name=bench_sweep_{way}",
     ]
     start = time.perf_counter()
     subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
@@ -150,31 +180,41 @@ def step_configs(
     args: argparse.Namespace, root: Path, device: torch.device, epochs: int
 ) -> list[tuple[dict[str, Any], TrainerSettings]]:
     """The validated configs timed on this device: each step mode asked (default none, and
-    graph on CUDA), bf16 for the last one if asked, each with diagnostics off and on."""
+    graph on CUDA), bf16 for the last one if asked, each with diagnostics off and on; then the
+    default mode with diagnostics on and the train curve on every training sample."""
     default = "none,graph" if device.type == "cuda" else "none"
-    modes = [(mode, "fp32") for mode in (args.compile or default).split(",")]
+    modes = [(mode, "fp32", "auto") for mode in (args.compile or default).split(",")]
     if args.precision == "bf16":
-        modes.append((modes[-1][0], "bf16"))
+        modes.append((modes[-1][0], "bf16", "auto"))
+    timed = [(*mode, diagnostics) for mode in modes for diagnostics in (False, True)]
+    timed.append((default.split(",")[-1], "fp32", "null", True))
     return [
         tutorial_config(
             root,
             args.device,
             f"trainer.compile={compile}",
             f"trainer.precision={precision}",
+            f"trainer.train_eval_samples={train_eval}",
             f"trainer.diagnostics={show_value(diagnostics)}",
             f"trainer.epochs={epochs + 1}",  # the first epoch pays warm-up (and compilation)
         )
-        for compile, precision in modes
-        for diagnostics in (False, True)
+        for compile, precision, train_eval, diagnostics in timed
     ]
 
 
-def print_fit_line(result: FitResult, settings: TrainerSettings, n_fit: int, rate: float) -> None:
+def fastest(result: FitResult) -> tuple[float, float]:
+    """The fastest epoch and training phase in seconds, the first epoch left out (it pays
+    warm-up and compilation)."""
+    epoch = min([row["seconds"] for row in result.rows][1:] or [1e9])
+    return epoch, min(result.train_seconds[1:] or [1e9])
+
+
+def print_fit_line(
+    result: FitResult, settings: TrainerSettings, n_fit: int, n_eval: int, rate: float
+) -> None:
     """One step mode's epoch and training-phase times, against the tutorial loop's rate."""
     device = settings.device
-    # the first epoch pays warm-up (and compilation): the fastest of the others counts
-    epoch = min([row["seconds"] for row in result.rows][1:] or [1e9])
-    train = min(result.train_seconds[1:] or [1e9])
+    epoch, train = fastest(result)
     memory = (
         f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB"
         if device.type == "cuda"
@@ -182,10 +222,45 @@ def print_fit_line(result: FitResult, settings: TrainerSettings, n_fit: int, rat
     )
     print(
         f"fitscope, compile={result.compile} {settings.precision} diagnostics "
-        f"{'on ' if settings.diagnostics else 'off'}: epoch {1000 * epoch:,.1f} ms "
-        f"({n_fit / epoch / rate:,.1f}x the tutorial's samples/s), of which training "
-        f"{1000 * train:,.1f} ms ({n_fit / train / rate:,.1f}x); step setup "
+        f"{'on ' if settings.diagnostics else 'off'}, train curve on {n_eval:,} samples: epoch "
+        f"{1000 * epoch:,.1f} ms ({n_fit / epoch / rate:,.1f}x the tutorial's samples/s), of "
+        f"which training {1000 * train:,.1f} ms ({n_fit / train / rate:,.1f}x); step setup "
         f"{1000 * result.setup_seconds:,.0f} ms{memory}"
+    )
+
+
+def print_headline(
+    results: list[tuple[FitResult, TrainerSettings, int, int]], rate: float, tutorial_ms: float
+) -> None:
+    """The whole epoch with the default settings (the device's default step mode, fp32,
+    diagnostics on, train curve on `trainer.train_eval_samples=auto`) against the tutorial
+    loop, its training phase beside it, and what diagnostics and the full train curve cost."""
+    default = "graph" if results[0][1].device.type == "cuda" else "none"
+
+    def pick(diagnostics: bool, full_curve: bool) -> tuple[FitResult, TrainerSettings, int, int]:
+        return next(
+            r
+            for r in results
+            if r[0].compile == default
+            and r[1].precision == "fp32"
+            and r[1].diagnostics == diagnostics
+            and (r[1].train_eval_samples is None) == full_curve
+        )
+
+    on, off, full = pick(True, False), pick(False, False), pick(True, True)
+    (epoch, train), (epoch_off, _), (epoch_full, _) = (fastest(r[0]) for r in (on, off, full))
+    n_fit = on[2]
+    print(
+        f"HEADLINE whole epoch, default settings (compile={default}, diagnostics on, train curve "
+        f"on {on[3]:,} samples): {1000 * epoch:,.1f} ms = {n_fit / epoch / rate:,.1f}x the "
+        f"tutorial loop ({tutorial_ms:,.0f} ms/epoch); training phase alone "
+        f"{1000 * train:,.1f} ms = {n_fit / train / rate:,.1f}x"
+    )
+    print(
+        f"  diagnostics cost {100 * (epoch / epoch_off - 1):+.1f}% of an epoch "
+        f"({1000 * epoch_off:,.1f} ms without); the train curve on all {full[3]:,} training "
+        f"samples would make the epoch {1000 * epoch_full:,.1f} ms "
+        f"({n_fit / epoch_full / rate:,.1f}x)"
     )
 
 
@@ -199,15 +274,15 @@ def print_sweep_breakdown(sweep_dir: Path, seconds: float) -> None:
     setup = sum(s.get("setup_s", 0.0) for s in summaries)
     modes = sorted({s.get("compile", "?") for s in summaries})
     print(
-        f"  of which: runs {runs:,.1f} s (training {train:,.1f} s, step setup {setup:,.1f} s, "
-        f"evaluation, files and the rest {runs - train - setup:,.1f} s); start-up, Hydra and "
-        f"the report {seconds - runs:,.1f} s; steps: {', '.join(modes)}"
+        f"    runs {runs:,.1f} s summed over the runs (training {train:,.1f} s, step setup "
+        f"{setup:,.1f} s, evaluation, files and the rest {runs - train - setup:,.1f} s); steps: "
+        f"{', '.join(modes)}"
     )
     if "gpu_memory_peak_mib" in summaries[0]:
         peaks = [s["gpu_memory_peak_mib"] for s in summaries]
         ends = [s["gpu_memory_end_mib"] for s in summaries]
         print(
-            f"  GPU memory per run: peak {min(peaks):,.0f}-{max(peaks):,.0f} MiB; held after "
+            f"    GPU memory per run: peak {min(peaks):,.0f}-{max(peaks):,.0f} MiB; held after "
             f"run 1 {ends[0]:,.0f} MiB, after run {len(ends)} {ends[-1]:,.0f} MiB "
             f"(max {max(ends):,.0f})"
         )
@@ -229,6 +304,11 @@ def parse_args() -> argparse.Namespace:
         "--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: also time bf16"
     )
     parser.add_argument(
+        "--sweeps",
+        help="how the sweep is run, comma-separated, in this order (before, basic, cpu); "
+        "default: before,basic,cpu on the CPU, before,basic elsewhere",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="6,000 samples, 1 epoch, a 2-run sweep: seconds, for CI",
@@ -248,13 +328,15 @@ def main() -> None:
         try:  # every config is checked by the run's own rules before any work
             config, settings = tutorial_config(root, args.device)
             timed = step_configs(args, root, settings.device, epochs)
+            ways = sweep_ways(args.sweeps, settings.device)
         except FitscopeError as error:
             print(f"bench.py: {error}", file=sys.stderr)
             sys.exit(2)
         device = settings.device
         set_math_modes(settings)  # trainer.tf32's default (true), for every loop here
         print(
-            f"device: {device_name(device)}; torch {torch.__version__}; {n_train:,} x 28 x 28 "
+            f"device: {device_name(device)}; {os.cpu_count()} CPU cores, torch "
+            f"{torch.__version__} with {torch.get_num_threads()} threads; {n_train:,} x 28 x 28 "
             "generated images, MLP 784-200-200-10, SGD lr 0.01, batch 200"
         )
         write_idx_dataset(root, "MNIST", n_train, n_test)
@@ -264,21 +346,42 @@ def main() -> None:
             f"tutorial loop (DataLoader): {1000 * min(tutorial):,.0f} ms/epoch, "
             f"{rate:,.0f} samples/s"
         )
+        results = []
         for run_config, run_settings in timed:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            result, n_fit = fitscope_fit(run_config, run_settings)
-            print_fit_line(result, run_settings, n_fit, rate)
+            result, n_fit, n_eval = fitscope_fit(run_config, run_settings)
+            print_fit_line(result, run_settings, n_fit, n_eval, rate)
+            results.append((result, run_settings, n_fit, n_eval))
+        print_headline(results, rate, 1000 * min(tutorial))
         if sweep_epochs == 0:
             return
-        seconds = sweep_seconds(root, args.device, sweep_epochs, sweep, Path(tmp))
         projected = runs * sweep_epochs * min(tutorial)
         print(
             f"sweep {' '.join(sweep)} ({runs} runs x {sweep_epochs} epochs), end to end with "
-            f"the report: {seconds:,.1f} s; the tutorial loop would need about "
-            f"{projected:,.0f} s for the same training ({projected / seconds:.1f}x)"
+            f"the report; the tutorial loop would need about {projected:,.0f} s for its training:"
         )
-        print_sweep_breakdown(Path(tmp) / "bench_sweep", seconds)
+        first = None
+        for way in ways:
+            seconds = sweep_seconds(root, args.device, sweep_epochs, sweep, Path(tmp), way)
+            first = first or seconds
+            print(
+                f"  {way}: {SWEEP_WAYS[way][0]}: {seconds:,.1f} s "
+                f"({first / seconds:.2f}x {ways[0]}; {projected / seconds:.1f}x the tutorial loop)"
+            )
+            print_sweep_breakdown(Path(tmp) / f"bench_sweep_{way}", seconds)
+
+
+def sweep_ways(asked: str | None, device: torch.device) -> list[str]:
+    """The `--sweeps` asked, checked; by default before, basic and (on the CPU) cpu."""
+    default = "before,basic,cpu" if device.type == "cpu" else "before,basic"
+    ways = (asked or default).split(",")
+    for way in ways:
+        if way not in SWEEP_WAYS:
+            raise FitscopeError(
+                f"--sweeps={asked} is invalid: expected some of {', '.join(SWEEP_WAYS)}"
+            )
+    return ways
 
 
 if __name__ == "__main__":

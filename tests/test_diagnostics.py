@@ -104,6 +104,40 @@ def test_clipping_changes_the_global_norm_but_not_the_layer_ratio():
     assert values[:-2] == pytest.approx(rms, rel=1e-5)  # per weight
 
 
+@pytest.mark.parametrize("grad_clip", [None, 1.2])
+def test_epoch_gradient_columns_are_the_means_over_the_epochs_steps(grad_clip):
+    # each step's gradients, as the optimizer gets them, measured by hand
+    from fitscope.train.settings import trainer_settings
+    from fitscope.train.steps import EagerStep
+
+    torch.manual_seed(0)
+    model = build_mlp(20, 10, depth=2, width=32, activation={"name": "tanh"})
+    x, y = torch.randn(300, 20), torch.randint(0, 10, (300,))
+    trainer = {**quick_cfg().trainer, "device": "cpu", "batch_size": 64}
+    optimizer = {"name": "sgd", "lr": 0.5, "grad_clip": grad_clip}
+    step = EagerStep(model, optimizer, trainer_settings(trainer), x, y)
+    weights = [layer.weight for layer in model if hasattr(layer, "weight")]
+    seen: list[tuple[list[float], float]] = []
+    real_step = step.monitor.step
+
+    def measured_step(row):
+        rms = [w.grad.norm().item() / w.numel() ** 0.5 for w in weights]
+        total = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+        seen.append((rms, total.item()))
+        return real_step(row)
+
+    step.monitor.step = measured_step
+    step.run_epoch(torch.randperm(300))
+    values = step.monitor.epoch_values(step.steps).tolist()
+    assert len(seen) == step.steps == 5  # the ragged last batch counts as a step
+    means = [sum(s[0][i] for s in seen) / 5 for i in range(len(weights))]
+    assert values[: len(weights)] == pytest.approx(means, rel=1e-5)
+    assert values[-2] == pytest.approx(sum(s[1] for s in seen) / 5, rel=1e-5)
+    fired = sum(s[1] > grad_clip for s in seen) / 5 if grad_clip else 0.0
+    assert values[-1] == pytest.approx(fired)
+    assert grad_clip is None or 0 < fired < 1  # the test sees clipping fire on some steps
+
+
 def test_clip_fraction_is_zero_without_clipping(tmp_path):
     run(quick_cfg(), tmp_path)
     assert read_metrics(tmp_path)["clip_fraction"].tolist() == [0.0, 0.0]

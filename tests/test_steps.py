@@ -22,6 +22,7 @@ from fitscope.train.loop import fit
 from fitscope.train.models import build_mlp
 from fitscope.train.runner import run
 from fitscope.train.settings import trainer_settings, validate
+from fitscope.train.steps import set_math_modes
 
 OPTIMIZERS = {
     "sgd": {"name": "sgd", "lr": 0.05, "weight_decay": 1e-3, "grad_clip": 0.5},
@@ -126,7 +127,7 @@ def test_warm_up_leaves_no_trace(splits):
         assert torch.equal(p, q)
     state = [v for s in step.optimizer.state.values() for v in s.values()]
     assert state and all(torch.count_nonzero(v) == 0 for v in state)  # made, and zeroed
-    assert torch.count_nonzero(step.monitor.sums) == 0
+    assert torch.count_nonzero(step.monitor.norms) == 0
 
 
 def test_graph_cache_reuses_a_step_of_the_same_shape_with_its_own_lr_and_weights(splits):
@@ -222,11 +223,23 @@ def test_graph_on_the_cpu_is_refused_in_one_line():
         ("trainer.compile=jit", "trainer.compile=jit is invalid: expected one of auto, graph, "),
         ("trainer.precision=fp16", "trainer.precision=fp16 is invalid: expected one of fp32, bf16"),
         ("trainer.tf32=maybe", "trainer.tf32=maybe is invalid: expected true or false"),
+        ("trainer.flush_denormal=1e-38", "trainer.flush_denormal=1e-38 is invalid: expected true"),
     ],
 )
 def test_bad_step_settings_are_refused(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         validate(compose_cfg(override))
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_a_run_flushes_denormal_floats_on_the_cpu_as_asked(flush):
+    # a denormal float times one: zero when flushed (fast), itself when not (many times slower)
+    _, settings = validate(compose_cfg("trainer.device=cpu", f"trainer.flush_denormal={flush}"))
+    try:
+        set_math_modes(settings)
+        assert (torch.tensor([1e-39]) * 1.0).item() == (0.0 if flush else pytest.approx(1e-39))
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def test_summary_says_how_the_steps_ran(tmp_path):

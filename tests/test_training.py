@@ -69,6 +69,7 @@ def test_summary_reports_best_epoch_and_test_with_best_weights(tmp_path):
     assert acc == pytest.approx(summary["test_best"]["acc"])
     assert summary["samples"] == {
         "train": len(splits.x_train),
+        "train_eval": len(splits.x_train),  # auto: a training part this small, whole
         "val": len(splits.x_val),
         "test": len(splits.x_test),
     }

@@ -229,6 +229,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
         ("trainer.compile", one_of(*COMPILE_MODES), True),
         ("trainer.precision", one_of(*PRECISIONS), True),
         ("trainer.tf32", BOOLEAN, True),
+        ("trainer.flush_denormal", BOOLEAN, False),
         ("trainer.divergence_loss", NULL_OR_POSITIVE, True),
         ("trainer.early_stopping.enabled", BOOLEAN, True),
         ("trainer.early_stopping.patience", integer(1), True),

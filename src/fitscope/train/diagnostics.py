@@ -95,12 +95,16 @@ def diagnostic_columns(model: nn.Module, activation: str | None) -> list[str]:
 
 
 class GradientMonitor:
-    """Per-step gradient norms, summed on the device; `epoch_values` gives the epoch's means.
+    """Each step's gradient norms, one row per step of the epoch in a device table;
+    `epoch_values` gives the epoch's means.
 
-    Everything `step` does is a device operation writing into tensors made here, so it can be
-    captured in a CUDA graph and replayed: that is why the caller counts the steps."""
+    A step costs one fused norm over the gradients and one copy into its row: totals, RMS and
+    the clip fraction are computed once per epoch from the table (per step only when clipping
+    needs the global norm). Everything `step` does is a device operation writing into tensors
+    made here, so it can be captured in a CUDA graph and replayed with the row as a device
+    counter: that is why the caller numbers the steps."""
 
-    def __init__(self, model: nn.Module, grad_clip: float | None = None) -> None:
+    def __init__(self, model: nn.Module, grad_clip: float | None = None, steps: int = 1) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
         weights = [layer.weight for layer in linear_layers(model)]
         self.grad_clip = grad_clip
@@ -110,28 +114,41 @@ class GradientMonitor:
         )
         # 1 / sqrt(element count) per weight matrix: a norm times it is the RMS
         self.rms_scale = torch.tensor([w.numel() ** -0.5 for w in weights], device=device)
-        self.sums = torch.zeros(len(weights) + 2, device=device)
+        self.norms = torch.zeros(steps, len(self.params), device=device)  # a row per step
 
-    def step(self) -> torch.Tensor:
-        """Record this step's gradients (call after backward); returns the global norm."""
-        norms = torch.stack(torch._foreach_norm([p.grad for p in self.params]))
-        total = torch.linalg.vector_norm(norms)
-        clipped = total > self.grad_clip if self.grad_clip is not None else torch.zeros_like(total)
-        rms = norms[self.weight_index] * self.rms_scale
-        self.sums += torch.cat([rms, total[None], clipped[None].float()])
-        return total
+    def step(self, row: int | torch.Tensor = 0) -> torch.Tensor | None:
+        """Record this step's gradient norms in `row` of the table (call after backward): a
+        step number, or a one-element index tensor on the device (a graph step's counter).
+        Returns the global norm when clipping needs it, else None."""
+        norms = torch._foreach_norm([p.grad for p in self.params])
+        if isinstance(row, int):
+            stacked = torch.stack(norms, out=self.norms[row])
+        else:
+            stacked = torch.stack(norms)
+            self.norms.index_copy_(0, row, stacked[None])
+        if self.grad_clip is None:
+            return None
+        return torch.linalg.vector_norm(stacked)
 
-    def clip(self, total: torch.Tensor) -> None:
+    def clip(self, total: torch.Tensor | None) -> None:
         """Clip the gradients to `grad_clip` using the norm `step` already computed."""
-        if self.grad_clip is not None:
+        if self.grad_clip is not None and total is not None:
             nn.utils.clip_grads_with_norm_(self.params, self.grad_clip, total)
 
     def epoch_values(self, steps: int) -> torch.Tensor:
         """Mean per-layer weight-gradient RMS, mean global norm and clip fraction over the
-        `steps` steps recorded since the last call; then the sums restart from zero."""
-        values = self.sums / max(steps, 1)
-        self.sums.zero_()
-        return values
+        first `steps` rows (the epoch's steps)."""
+        norms = self.norms[: max(steps, 1)]
+        rms = norms[:, self.weight_index].mean(dim=0) * self.rms_scale
+        total = torch.linalg.vector_norm(norms, dim=1)
+        if self.grad_clip is None:
+            clipped = torch.zeros((), device=norms.device)
+        else:
+            clipped = (total > self.grad_clip).float().mean()
+        return torch.cat([rms, total.mean()[None], clipped[None]])
+
+    def reset(self) -> None:
+        self.norms.zero_()
 
 
 @torch.inference_mode()
@@ -180,7 +197,7 @@ def initial_gradients(
     model.eval()
     model.zero_grad(set_to_none=True)
     F.cross_entropy(model(x).float(), y).backward()
-    monitor = GradientMonitor(model, grad_clip)
-    monitor.step()
+    monitor = GradientMonitor(model, grad_clip, steps=1)
+    monitor.step(0)
     model.zero_grad(set_to_none=True)
     return monitor.epoch_values(1)

@@ -101,7 +101,7 @@ class GraphStep(Step):
             logits = self.model(self.x.index_select(0, rows))
         per_sample = F.cross_entropy(logits.float(), self.y.index_select(0, rows), reduction="none")
         loss = (per_sample * weight).sum()
-        self._update(loss)
+        self._update(loss, self.index)
         self.losses.index_copy_(0, self.index, loss.detach().view(1))
         self.index += 1
 
@@ -152,7 +152,7 @@ class GraphStep(Step):
                 if torch.is_tensor(value):
                     value.zero_()  # Adam's step and moments, SGD's momentum buffer
         if self.monitor is not None:
-            self.monitor.sums.zero_()
+            self.monitor.reset()
         self.losses.zero_()
         self.index.zero_()
         self.lr.fill_(lr)

@@ -46,6 +46,7 @@ class TrainerSettings:
     graph_fallback: bool  # `auto` chose graph: a failed capture trains eagerly, not an error
     precision: str
     tf32: bool
+    flush_denormal: bool  # CPU: denormal floats flushed to zero (`set_math_modes`)
     divergence_loss: float | None
     early_stopping: EarlyStoppingSettings
     # trainer.console is read by the runner before validation: a refused config gets its line too
@@ -76,6 +77,7 @@ def trainer_settings(trainer: Mapping[str, Any]) -> TrainerSettings:
         graph_fallback=trainer["compile"] == "auto",
         precision=trainer["precision"],
         tf32=trainer["tf32"],
+        flush_denormal=trainer.get("flush_denormal", False),
         divergence_loss=trainer["divergence_loss"],
         early_stopping=EarlyStoppingSettings(
             enabled=stopping["enabled"],

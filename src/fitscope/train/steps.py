@@ -59,9 +59,11 @@ def autocast(precision: str, device: torch.device, cache_enabled: bool = True):
 
 
 def set_math_modes(settings: TrainerSettings) -> None:
-    """Deterministic algorithms (`trainer.deterministic`) and TF32 (`trainer.tf32`, CUDA only)
-    as the settings ask, process-wide."""
+    """Deterministic algorithms (`trainer.deterministic`), TF32 (`trainer.tf32`, CUDA only) and
+    denormals flushed to zero (`trainer.flush_denormal`, the CPU's float arithmetic) as the
+    settings ask, process-wide."""
     device = settings.device
+    torch.set_flush_denormal(settings.flush_denormal)
     if settings.deterministic and device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(settings.deterministic)
@@ -92,15 +94,18 @@ class Step:
         self.steps = math.ceil(len(x) / self.batch_size)
         self.precision = settings.precision
         self.grad_clip = grad_clip
-        self.monitor = GradientMonitor(model, grad_clip) if settings.diagnostics else None
+        self.monitor = (
+            GradientMonitor(model, grad_clip, self.steps) if settings.diagnostics else None
+        )
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.losses = torch.zeros(self.steps, device=self.device)
 
-    def _update(self, loss: torch.Tensor) -> None:
-        """Backward, gradient norms and clipping, optimizer step."""
+    def _update(self, loss: torch.Tensor, step: int | torch.Tensor) -> None:
+        """Backward, gradient norms (recorded as the epoch's step `step`) and clipping,
+        optimizer step."""
         loss.backward()
         if self.monitor is not None:
-            self.monitor.clip(self.monitor.step())
+            self.monitor.clip(self.monitor.step(step))
         elif self.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.optimizer.step()
@@ -138,5 +143,5 @@ class EagerStep(Step):
             loss = F.cross_entropy(logits.float(), self.y.index_select(0, rows))
             self.losses[step] = loss.detach()
             self.optimizer.zero_grad(set_to_none=True)
-            self._update(loss)
+            self._update(loss, step)
         return self.losses
