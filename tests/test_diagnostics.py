@@ -104,15 +104,18 @@ def test_clipping_changes_the_global_norm_but_not_the_layer_ratio():
     assert values[:-2] == pytest.approx(rms, rel=1e-5)  # per weight
 
 
+@pytest.mark.parametrize(("samples", "stride"), [(300, 1), (6400, 4)])
 @pytest.mark.parametrize("grad_clip", [None, 1.2])
-def test_epoch_gradient_columns_are_the_means_over_the_epochs_steps(grad_clip):
-    # each step's gradients, as the optimizer gets them, measured by hand
+def test_epoch_gradient_columns_are_the_means_over_the_epochs_steps(samples, stride, grad_clip):
+    # each step's gradients, as the optimizer gets them, measured by hand: an epoch of up to
+    # 32 steps measures them all, a longer one (100 steps) every 4th from the first; with
+    # clipping, the global norm and the clip fraction cover every step
     from fitscope.train.settings import trainer_settings
     from fitscope.train.steps import EagerStep
 
     torch.manual_seed(0)
     model = build_mlp(20, 10, depth=2, width=32, activation={"name": "tanh"})
-    x, y = torch.randn(300, 20), torch.randint(0, 10, (300,))
+    x, y = torch.randn(samples, 20), torch.randint(0, 10, (samples,))
     trainer = {**quick_cfg().trainer, "device": "cpu", "batch_size": 64}
     optimizer = {"name": "sgd", "lr": 0.5, "grad_clip": grad_clip}
     step = EagerStep(model, optimizer, trainer_settings(trainer), x, y)
@@ -127,13 +130,16 @@ def test_epoch_gradient_columns_are_the_means_over_the_epochs_steps(grad_clip):
         return real_step(row)
 
     step.monitor.step = measured_step
-    step.run_epoch(torch.randperm(300))
+    step.run_epoch(torch.randperm(samples))
     values = step.monitor.epoch_values(step.steps).tolist()
-    assert len(seen) == step.steps == 5  # the ragged last batch counts as a step
-    means = [sum(s[0][i] for s in seen) / 5 for i in range(len(weights))]
+    assert len(seen) == step.steps == -(-samples // 64)  # the ragged last batch is a step
+    sample = seen[::stride]
+    assert len(sample) == -(-step.steps // stride) <= 32
+    means = [sum(s[0][i] for s in sample) / len(sample) for i in range(len(weights))]
     assert values[: len(weights)] == pytest.approx(means, rel=1e-5)
-    assert values[-2] == pytest.approx(sum(s[1] for s in seen) / 5, rel=1e-5)
-    fired = sum(s[1] > grad_clip for s in seen) / 5 if grad_clip else 0.0
+    totals = [s[1] for s in (sample if grad_clip is None else seen)]
+    assert values[-2] == pytest.approx(sum(totals) / len(totals), rel=1e-5)
+    fired = sum(s[1] > grad_clip for s in seen) / len(seen) if grad_clip else 0.0
     assert values[-1] == pytest.approx(fired)
     assert grad_clip is None or 0 < fired < 1  # the test sees clipping fire on some steps
 

@@ -8,6 +8,7 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from conftest import QUICK as QUICK_DATA
@@ -41,6 +42,56 @@ def test_launcher_runs_the_sweep_and_feeds_the_report(launcher, package, tmp_pat
     assert [read_summary(tmp_path / "sweep" / j)["status"] for j in "01"] == ["completed"] * 2
     runs = pd.read_csv(tmp_path / "reports" / "sweep" / "runs.csv")
     assert runs["activation"].tolist() == ["relu", "tanh"]
+
+
+def test_cpu_launcher_is_one_single_threaded_worker_per_core(tmp_path):
+    result = run_cli("hydra/launcher=cpu", "--cfg", "hydra", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    launcher = OmegaConf.create(result.stdout).hydra.launcher
+    assert launcher._target_ == "hydra_plugins.fitscope_launchers.cpu_launcher.CpuLauncher"
+    assert (launcher.n_jobs, str(launcher.batch_size)) == (-1, "1")
+
+
+def test_cpu_launcher_hands_out_the_longest_runs_first():
+    from types import SimpleNamespace
+
+    from hydra_plugins.fitscope_launchers.cpu_launcher import longest_first
+
+    loader = SimpleNamespace(load_sweep_config=lambda config, overrides: compose_cfg(*overrides))
+    launcher = SimpleNamespace(hydra_context=SimpleNamespace(config_loader=loader), config=None)
+    jobs = [
+        ["model.width=100"],
+        ["model.width=400", "model.depth=3"],
+        ["activation=nope"],  # cannot be composed: it fails at once in its job, handed out last
+        ["model.width=400"],
+        ["model.width=400", "trainer.epochs=80"],
+        ["data=digits", "model.width=400"],
+        ["model.width=100", "trainer.steps=100000"],
+    ]
+    assert longest_first(launcher, jobs) == [6, 4, 1, 3, 0, 5, 2]
+
+
+def test_cpu_launcher_gives_the_basic_launchers_results_run_by_run(tmp_path):
+    # two runs side by side, each on one thread, against one after another on every thread:
+    # the same runs, the same curves within float rounding (sums in another order), the same
+    # best epochs; each worker trains with one thread
+    sweep = [*QUICK, "trainer.epochs=4", "activation=relu,tanh", "model.width=64"]
+    for launcher in ("basic", "cpu"):
+        result = run_cli(
+            "-m", f"hydra/launcher={launcher}", *sweep, f"hydra.sweep.dir={launcher}", cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr
+    for job in "01":
+        basic, cpu = (read_summary(tmp_path / way / job) for way in ("basic", "cpu"))
+        assert basic["overrides"] == cpu["overrides"] and cpu["status"] == "completed"
+        assert (basic["threads"], cpu["threads"]) == (torch.get_num_threads(), 1)
+        assert basic["best_epoch"] == cpu["best_epoch"]
+        a, b = (pd.read_csv(tmp_path / way / job / "metrics.csv") for way in ("basic", "cpu"))
+        columns = [c for c in a.columns if c != "seconds"]
+        pd.testing.assert_frame_equal(a[columns], b[columns], rtol=1e-4, atol=1e-7)
+        assert basic["test_best"] == pytest.approx(cpu["test_best"], rel=1e-4)
+    runs = pd.read_csv(tmp_path / "reports" / "cpu" / "runs.csv")
+    assert runs["activation"].tolist() == ["relu", "tanh"]  # the end-of-sweep report
 
 
 def test_resume_skips_completed_runs_and_reruns_failed_ones(tmp_path):
@@ -115,7 +166,14 @@ def test_benchmark_quick_prints_both_loops_and_the_ratio(tmp_path):
     assert lines[0].startswith("device: cpu")
     assert any(line.startswith("tutorial loop (DataLoader):") for line in lines)
     fitscope = [line for line in lines if line.startswith("fitscope, compile=none fp32")]
-    assert len(fitscope) == 2  # diagnostics off and on
+    assert len(fitscope) == 3  # diagnostics off and on, and on with the whole train curve
     assert all("x the tutorial's samples/s), of which training" in line for line in fitscope)
+    headline = next(line for line in lines if line.startswith("HEADLINE whole epoch"))
+    assert "x the tutorial loop" in headline and "training phase alone" in headline
+    assert any("diagnostics cost" in line for line in lines)
     assert any("end to end with the report" in line for line in lines)
+    # the sweep three ways, each with its time, its ratio to the first and where time went
+    for way in ("before", "basic", "cpu"):
+        line = next(line for line in lines if line.startswith(f"  {way}: "))
+        assert " s (" in line and "x before;" in line
     assert "steps: none" in lines[-1]

@@ -6,9 +6,13 @@ loop never waits for the host; the values come back with the epoch's one transfe
 Per epoch, `metrics.csv` gets (layers are numbered from the input, `out` is the output layer):
 - `grad_rms_<layer>`: mean over the epoch's steps of the RMS of that layer's weight gradient (its
   L2 norm over the square root of its element count: per weight, so that a 784x128 layer and a
-  128x10 one compare);
-- `grad_norm_total`: mean global gradient norm (all parameters) before clipping;
-- `clip_fraction`: share of steps where clipping fired (0 without `optimizer.grad_clip`);
+  128x10 one compare). Eager steps measure every k-th step, from the first, so that at most
+  `DIAGNOSTIC_STEPS` (32) of an epoch are measured (all of them up to 32 steps an epoch); CUDA
+  graphs measure every step;
+- `grad_norm_total`: mean global gradient norm (all parameters) before clipping, over the same
+  steps (over every step with `optimizer.grad_clip`, which computes it anyway);
+- `clip_fraction`: share of steps where clipping fired, over every step (0 without
+  `optimizer.grad_clip`);
 - `act_mean_<i>`, `act_std_<i>`: mean and std of hidden layer i's outputs (over units and
   samples) on a fixed validation batch (the first `DIAGNOSTIC_BATCH` validation samples), eval
   mode;
@@ -30,6 +34,8 @@ training batch (`initial_gradients`), no optimizer step.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,6 +45,8 @@ from fitscope.rundir import GRADIENT_COLUMNS, layer_column
 from fitscope.train.models import activation_class
 
 DIAGNOSTIC_BATCH = 1024
+# Eager steps measure the gradients of at most this many evenly spaced steps per epoch.
+DIAGNOSTIC_STEPS = 32
 DEAD_FAMILY = ("relu", "leaky", "elu", "selu", "gelu", "silu", "mish", "softplus")
 # A unit output this close to one of its activation's bounds counts as saturated (Glorot &
 # Bengio 2010): sigmoid outputs below 0.01 or above 0.99, tanh outputs beyond +-0.99.
@@ -95,40 +103,60 @@ def diagnostic_columns(model: nn.Module, activation: str | None) -> list[str]:
 
 
 class GradientMonitor:
-    """Each step's gradient norms, one row per step of the epoch in a device table;
+    """Gradient norms of an epoch's steps in a device table (a row per measured step);
     `epoch_values` gives the epoch's means.
 
-    A step costs one fused norm over the gradients and one copy into its row: totals, RMS and
-    the clip fraction are computed once per epoch from the table (per step only when clipping
-    needs the global norm). Everything `step` does is a device operation writing into tensors
-    made here, so it can be captured in a CUDA graph and replayed with the row as a device
-    counter: that is why the caller numbers the steps."""
+    A measured step costs one norm per parameter tensor and one copy into its row; totals, RMS
+    and the clip fraction are computed once per epoch from the table. With `stride` k > 1 (eager
+    steps of a long epoch, see `measure_stride`) every k-th step is measured, from the first:
+    reading every gradient once more costs an eager CPU step about 7%, the sample of at most
+    `DIAGNOSTIC_STEPS` a fraction of that. With clipping every step's global norm is needed
+    anyway and is kept, so `grad_norm_total` and `clip_fraction` always cover every step.
+    Everything `step` does is a device operation writing into tensors made here, so it can be
+    captured in a CUDA graph (stride 1) and replayed with the step number as a device counter:
+    that is why the caller numbers the steps."""
 
-    def __init__(self, model: nn.Module, grad_clip: float | None = None, steps: int = 1) -> None:
+    def __init__(
+        self, model: nn.Module, grad_clip: float | None = None, steps: int = 1, stride: int = 1
+    ) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
         weights = [layer.weight for layer in linear_layers(model)]
         self.grad_clip = grad_clip
+        self.stride = stride
         device = self.params[0].device
         self.weight_index = torch.tensor(
             [next(i for i, p in enumerate(self.params) if p is w) for w in weights], device=device
         )
         # 1 / sqrt(element count) per weight matrix: a norm times it is the RMS
         self.rms_scale = torch.tensor([w.numel() ** -0.5 for w in weights], device=device)
-        self.norms = torch.zeros(steps, len(self.params), device=device)  # a row per step
+        rows = math.ceil(steps / stride)
+        self.norms = torch.zeros(rows, len(self.params), device=device)  # a measured step each
+        # with clipping, every step's global norm (clipping computes it anyway)
+        self.totals = torch.zeros(steps if grad_clip is not None else 0, device=device)
 
-    def step(self, row: int | torch.Tensor = 0) -> torch.Tensor | None:
-        """Record this step's gradient norms in `row` of the table (call after backward): a
-        step number, or a one-element index tensor on the device (a graph step's counter).
-        Returns the global norm when clipping needs it, else None."""
-        norms = torch._foreach_norm([p.grad for p in self.params])
-        if isinstance(row, int):
-            stacked = torch.stack(norms, out=self.norms[row])
+    def step(self, step: int | torch.Tensor = 0) -> torch.Tensor | None:
+        """Record step `step` of the epoch (call after backward): a step number, or with stride
+        1 a one-element index tensor on the device (a graph step's counter). Returns the global
+        norm when clipping needs it, else None."""
+        grads = [p.grad for p in self.params]
+        measured = not isinstance(step, int) or step % self.stride == 0
+        if not measured:
+            if self.grad_clip is None:
+                return None
+            stacked = torch.stack(torch._foreach_norm(grads))
+        elif isinstance(step, int):
+            stacked = torch.stack(torch._foreach_norm(grads), out=self.norms[step // self.stride])
         else:
-            stacked = torch.stack(norms)
-            self.norms.index_copy_(0, row, stacked[None])
+            stacked = torch.stack(torch._foreach_norm(grads))
+            self.norms.index_copy_(0, step, stacked[None])
         if self.grad_clip is None:
             return None
-        return torch.linalg.vector_norm(stacked)
+        total = torch.linalg.vector_norm(stacked)
+        if isinstance(step, int):
+            self.totals[step] = total
+        else:
+            self.totals.index_copy_(0, step, total[None])
+        return total
 
     def clip(self, total: torch.Tensor | None) -> None:
         """Clip the gradients to `grad_clip` using the norm `step` already computed."""
@@ -136,19 +164,29 @@ class GradientMonitor:
             nn.utils.clip_grads_with_norm_(self.params, self.grad_clip, total)
 
     def epoch_values(self, steps: int) -> torch.Tensor:
-        """Mean per-layer weight-gradient RMS, mean global norm and clip fraction over the
-        first `steps` rows (the epoch's steps)."""
-        norms = self.norms[: max(steps, 1)]
+        """Mean per-layer weight-gradient RMS and mean global norm over the measured steps of the
+        epoch's first `steps`, and the clip fraction (with clipping, global norm and clip
+        fraction over every step)."""
+        norms = self.norms[: math.ceil(max(steps, 1) / self.stride)]
         rms = norms[:, self.weight_index].mean(dim=0) * self.rms_scale
-        total = torch.linalg.vector_norm(norms, dim=1)
         if self.grad_clip is None:
+            total = torch.linalg.vector_norm(norms, dim=1).mean()
             clipped = torch.zeros((), device=norms.device)
         else:
-            clipped = (total > self.grad_clip).float().mean()
-        return torch.cat([rms, total.mean()[None], clipped[None]])
+            totals = self.totals[: max(steps, 1)]
+            total, clipped = totals.mean(), (totals > self.grad_clip).float().mean()
+        return torch.cat([rms, total[None], clipped[None]])
 
     def reset(self) -> None:
         self.norms.zero_()
+        self.totals.zero_()
+
+
+def measure_stride(steps: int, every_step: bool) -> int:
+    """Every how many steps an epoch of `steps` measures its gradients: 1 for `every_step` (a
+    CUDA graph replays the same recorded step, where the norms cost next to nothing), else the
+    fewest that measure at most `DIAGNOSTIC_STEPS` of them."""
+    return 1 if every_step else max(1, math.ceil(steps / DIAGNOSTIC_STEPS))
 
 
 @torch.inference_mode()

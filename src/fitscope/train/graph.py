@@ -65,6 +65,7 @@ class GraphStep(Step):
     no stream the same step runs eagerly, batch by batch."""
 
     mode = "graph"
+    measures_every_step = True  # recorded once in the graph: the norms cost next to nothing
 
     def __init__(
         self,

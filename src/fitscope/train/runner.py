@@ -205,6 +205,7 @@ def _environment(model: torch.nn.Module, splits: Splits, device: torch.device) -
         "params": count_parameters(model),
         "classes": splits.n_classes,
         "device": device_name(device),
+        "threads": torch.get_num_threads(),  # CPU threads for this run's arithmetic
         "samples": {
             "train": len(splits.x_train),
             "train_eval": len(splits.train_eval[0]),  # the train curve's samples

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fitscope.config import OPTIMIZERS
-from fitscope.train.diagnostics import GradientMonitor
+from fitscope.train.diagnostics import GradientMonitor, measure_stride
 from fitscope.train.settings import TrainerSettings
 
 
@@ -76,6 +76,7 @@ class Step:
     """What every kind of step shares: the optimizer, diagnostics, clipping, precision."""
 
     mode = "none"
+    measures_every_step = False  # gradient diagnostics on every step, or a sample of them
 
     def __init__(
         self,
@@ -94,8 +95,9 @@ class Step:
         self.steps = math.ceil(len(x) / self.batch_size)
         self.precision = settings.precision
         self.grad_clip = grad_clip
+        stride = measure_stride(self.steps, self.measures_every_step)
         self.monitor = (
-            GradientMonitor(model, grad_clip, self.steps) if settings.diagnostics else None
+            GradientMonitor(model, grad_clip, self.steps, stride) if settings.diagnostics else None
         )
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.losses = torch.zeros(self.steps, device=self.device)
