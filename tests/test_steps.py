@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,7 +23,7 @@ from fitscope.train.loop import fit
 from fitscope.train.models import build_mlp
 from fitscope.train.runner import run
 from fitscope.train.settings import trainer_settings, validate
-from fitscope.train.steps import set_math_modes
+from fitscope.train.steps import math_modes
 
 OPTIMIZERS = {
     "sgd": {"name": "sgd", "lr": 0.05, "weight_decay": 1e-3, "grad_clip": 0.5},
@@ -232,14 +233,20 @@ def test_bad_step_settings_are_refused(override, message):
 
 
 @pytest.mark.parametrize("flush", [True, False])
-def test_a_run_flushes_denormal_floats_on_the_cpu_as_asked(flush):
+def test_a_run_flushes_denormal_floats_on_the_cpu_as_asked_and_only_while_it_runs(flush):
     # a denormal float times one: zero when flushed (fast), itself when not (many times slower)
     _, settings = validate(compose_cfg("trainer.device=cpu", f"trainer.flush_denormal={flush}"))
-    try:
-        set_math_modes(settings)
+    with math_modes(settings):
         assert (torch.tensor([1e-39]) * 1.0).item() == (0.0 if flush else pytest.approx(1e-39))
-    finally:
-        torch.set_flush_denormal(False)
+    # afterwards the process computes with denormals again (numpy too: the report after a
+    # sweep in the same process must not depend on the runs before it)
+    assert (torch.tensor([1e-39]) * 1.0).item() == pytest.approx(1e-39)
+    assert float(np.float64(1e-308) * 1.0) == 1e-308
+
+
+def test_the_report_after_a_run_in_the_same_process_computes_with_denormals(tmp_path):
+    run(quick_cfg("trainer.flush_denormal=true"), tmp_path / "run")
+    assert float(np.float64(1e-308) * 1.0) == 1e-308
 
 
 def test_summary_says_how_the_steps_ran(tmp_path):

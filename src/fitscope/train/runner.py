@@ -41,7 +41,7 @@ from fitscope.train.loop import FitResult, evaluate, fit, metric_columns
 from fitscope.train.models import build_mlp, count_parameters, mlp_args, save_checkpoint
 from fitscope.train.resume import completed_run
 from fitscope.train.settings import TrainerSettings, validate, with_step_budget
-from fitscope.train.steps import set_math_modes
+from fitscope.train.steps import math_modes
 
 log = logging.getLogger("fitscope")
 
@@ -108,7 +108,8 @@ def _run_locked(
         env, hparams = _visdom_env(out_dir), _hparams(plain)
         loggers = make_loggers(plain.get("logger"), out_dir, overrides, env, hparams)
         try:
-            _train(plain, settings, out_dir, summary, console, loggers)
+            with math_modes(settings):
+                _train(plain, settings, out_dir, summary, console, loggers)
         finally:
             for logger in loggers:
                 logger.close(summary)
@@ -170,7 +171,6 @@ def _train(
 ) -> None:
     """Data, model, the epochs, then the test part once with the last and the best weights."""
     device = settings.device
-    set_math_modes(settings)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     splits = make_splits(config["data"], device, settings.train_eval_samples)

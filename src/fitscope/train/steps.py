@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -70,6 +70,18 @@ def set_math_modes(settings: TrainerSettings) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = settings.tf32
         torch.backends.cudnn.allow_tf32 = settings.tf32
+
+
+@contextlib.contextmanager
+def math_modes(settings: TrainerSettings) -> Iterator[None]:
+    """`set_math_modes` for the run inside; then denormals are no longer flushed, as in any
+    Python process, so that what the process computes next (the end-of-sweep report's numpy
+    arithmetic, which the CPU's flush mode changes too) does not depend on a run before it."""
+    set_math_modes(settings)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 class Step:
