@@ -21,11 +21,12 @@ torchvision MNIST loader by both loops. Figures and ratios are printed, nothing 
    epoch with the default settings (diagnostics on) against the tutorial loop, the training
    phase alone (what the tutorial loop does) beside it;
 3. the sweep `-m activation=relu,leaky,selu model.depth=1,2,3 model.width=100,200,400` (27 runs)
-   through `src/run.py`, report included, each way `--sweeps` asks: `before` (Hydra's basic
-   launcher, one run after another in one process, the train curve on every training sample),
-   `basic` (the basic launcher with the default settings), `cpu` (`hydra/launcher=cpu`: a
-   single-threaded worker process per core); beside the tutorial loop's projected time for it,
-   with where the time went and (on CUDA) each run's GPU memory.
+   through `src/run.py`, report included, each way `--sweeps` asks: `before` (as before the
+   laptop-speed work: Hydra's basic launcher, one run after another in one process, the train
+   curve on every training sample, denormals not flushed), `basic` (the basic launcher with the
+   default settings), `cpu` (`hydra/launcher=cpu`: a single-threaded worker process per core,
+   the longest runs first); beside the tutorial loop's projected time for it, with where the
+   time went and (on CUDA) each run's GPU memory.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ SWEEP_WAYS = {
     ),
     "basic": ("basic launcher (one run after another in one process)", []),
     "cpu": (
-        "hydra/launcher=cpu (a single-threaded worker process per core)",
+        "hydra/launcher=cpu (a single-threaded worker process per core, longest runs first)",
         ["hydra/launcher=cpu"],
     ),
 }
