@@ -188,7 +188,7 @@ def step_configs(
     if args.precision == "bf16":
         modes.append((modes[-1][0], "bf16", "auto"))
     timed = [(*mode, diagnostics) for mode in modes for diagnostics in (False, True)]
-    timed.append((default.split(",")[-1], "fp32", "null", True))
+    timed.append((headline_mode(args, device), "fp32", "null", True))
     return [
         tutorial_config(
             root,
@@ -201,6 +201,14 @@ def step_configs(
         )
         for compile, precision, train_eval, diagnostics in timed
     ]
+
+
+def headline_mode(args: argparse.Namespace, device: torch.device) -> str:
+    """The step mode of the headline: the device's default (graph on CUDA, none elsewhere) when
+    `--compile` times it, else the first mode it times."""
+    asked = (args.compile or ("none,graph" if device.type == "cuda" else "none")).split(",")
+    default = "graph" if device.type == "cuda" else "none"
+    return default if default in asked else asked[0]
 
 
 def fastest(result: FitResult) -> tuple[float, float]:
@@ -231,18 +239,20 @@ def print_fit_line(
 
 
 def print_headline(
-    results: list[tuple[FitResult, TrainerSettings, int, int]], rate: float, tutorial_ms: float
+    results: list[tuple[FitResult, TrainerSettings, int, int]],
+    rate: float,
+    tutorial_ms: float,
+    default: str,
 ) -> None:
-    """The whole epoch with the default settings (the device's default step mode, fp32,
-    diagnostics on, train curve on `trainer.train_eval_samples=auto`) against the tutorial
-    loop, its training phase beside it, and what diagnostics and the full train curve cost."""
-    default = "graph" if results[0][1].device.type == "cuda" else "none"
+    """The whole epoch with the default settings (step mode `default`, fp32, diagnostics on,
+    train curve on `trainer.train_eval_samples=auto`) against the tutorial loop, its training
+    phase beside it, and what diagnostics and the full train curve cost."""
 
     def pick(diagnostics: bool, full_curve: bool) -> tuple[FitResult, TrainerSettings, int, int]:
         return next(
             r
             for r in results
-            if r[0].compile == default
+            if r[1].compile == default
             and r[1].precision == "fp32"
             and r[1].diagnostics == diagnostics
             and (r[1].train_eval_samples is None) == full_curve
@@ -334,7 +344,8 @@ def main() -> None:
             print(f"bench.py: {error}", file=sys.stderr)
             sys.exit(2)
         device = settings.device
-        set_math_modes(settings)  # trainer.tf32's default (true), for every loop here
+        # trainer.tf32's and trainer.flush_denormal's defaults (true), for every loop here
+        set_math_modes(settings)
         print(
             f"device: {device_name(device)}; {os.cpu_count()} CPU cores, torch "
             f"{torch.__version__} with {torch.get_num_threads()} threads; {n_train:,} x 28 x 28 "
@@ -354,7 +365,7 @@ def main() -> None:
             result, n_fit, n_eval = fitscope_fit(run_config, run_settings)
             print_fit_line(result, run_settings, n_fit, n_eval, rate)
             results.append((result, run_settings, n_fit, n_eval))
-        print_headline(results, rate, 1000 * min(tutorial))
+        print_headline(results, rate, 1000 * min(tutorial), headline_mode(args, device))
         if sweep_epochs == 0:
             return
         projected = runs * sweep_epochs * min(tutorial)

@@ -184,6 +184,20 @@ def test_train_eval_samples_resolves_to_a_count(setting, n_train, n_val, count):
     assert train_eval_count(setting, n_train, n_val) == count
 
 
+def test_each_fold_draws_its_train_curve_from_its_own_training_part():
+    for fold in range(3):
+        splits = make_splits(
+            compose_cfg("data=digits", "data.folds=3", f"data.fold={fold}").data, "cpu", 300
+        )
+        x_eval, y_eval = splits.train_eval
+        assert len(x_eval) == 300
+        train_rows = {tuple(r) for r in splits.x_train.tolist()}
+        val_rows = {tuple(r) for r in splits.x_val.tolist()}
+        eval_rows = [tuple(r) for r in x_eval.tolist()]
+        assert all(r in train_rows for r in eval_rows)
+        assert sum(r in val_rows for r in eval_rows) <= 3  # digits repeats a few images
+
+
 def test_train_curve_samples_too_few_for_every_class_is_one_clear_line():
     with pytest.raises(DataError, match=r"trainer.train_eval_samples=5: cannot draw .* use null"):
         make_splits(compose_cfg("data=digits").data, train_eval_samples=5)

@@ -139,6 +139,7 @@ class GradientMonitor:
         1 a one-element index tensor on the device (a graph step's counter). Returns the global
         norm when clipping needs it, else None."""
         grads = [p.grad for p in self.params]
+        assert isinstance(step, int) or self.stride == 1, "a device step counter needs stride 1"
         measured = not isinstance(step, int) or step % self.stride == 0
         if not measured:
             if self.grad_clip is None:

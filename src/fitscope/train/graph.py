@@ -7,7 +7,7 @@ models the launches, not the arithmetic, are the limit. What capture needs, and 
 - one shape for every step: the epoch's permutation goes into a (steps, batch_size) table on
   the device and the last, ragged batch is padded with rows of weight 0; the loss is the
   weighted mean, which equals the ragged batch's mean, gradients included;
-- fixed addresses: batch table, step counter, per-step losses, gradient-norm sums and the
+- fixed addresses: batch table, step counter, per-step losses, the gradient-norm table and the
   learning rate (a device tensor, so a new lr needs no new graph) are made before capture;
 - optimizer state made before capture: a few warm-up steps create it (on a side stream, as
   PyTorch's CUDA-graph docs do), then weights and state are restored in place, so the warm-up

@@ -68,7 +68,7 @@ def trainer_settings(trainer: Mapping[str, Any]) -> TrainerSettings:
         steps=trainer.get("steps"),
         batch_size=trainer["batch_size"],
         eval_batch_size=trainer["eval_batch_size"],
-        train_eval_samples=trainer.get("train_eval_samples"),
+        train_eval_samples=trainer["train_eval_samples"],
         device=device,
         seed=trainer["seed"],
         deterministic=trainer["deterministic"],
@@ -77,7 +77,7 @@ def trainer_settings(trainer: Mapping[str, Any]) -> TrainerSettings:
         graph_fallback=trainer["compile"] == "auto",
         precision=trainer["precision"],
         tf32=trainer["tf32"],
-        flush_denormal=trainer.get("flush_denormal", False),
+        flush_denormal=trainer["flush_denormal"],
         divergence_loss=trainer["divergence_loss"],
         early_stopping=EarlyStoppingSettings(
             enabled=stopping["enabled"],

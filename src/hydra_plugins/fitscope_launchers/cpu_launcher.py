@@ -5,6 +5,12 @@ The runs of a sweep differ in length (a 784-400-400-400 MLP trains ten times lon
 last while the other workers sit idle until it ends. `CpuLauncher` hands them out longest first
 (the longest-processing-time rule), estimating each run's work from its composed config
 (`run_work`), and changes nothing else: job numbers, run folders, the returned results' order.
+It also starts no more workers than the sweep has runs, and gives each worker its share of the
+cores as threads (cores // workers), so a sweep of fewer runs than cores still uses them all.
+
+Hydra imports every module of `hydra_plugins` when it starts, so this one imports joblib and
+the joblib launcher's internals (a private module: fitscope pins the plugin's minor version)
+only when a sweep is launched.
 """
 
 from __future__ import annotations
@@ -16,9 +22,7 @@ from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
-from hydra_plugins.hydra_joblib_launcher._core import execute_job, process_joblib_cfg
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
-from joblib import Parallel, delayed
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +51,8 @@ def run_work(config: Any) -> float:
 
 
 def longest_first(launcher: JoblibLauncher, job_overrides: Sequence[Sequence[str]]) -> list[int]:
-    """The jobs' indices, the most work first (ties and configs that cannot be composed, which
-    fail at once in their job, keep the sweep's order)."""
+    """The jobs' indices, the most work first; ties keep the sweep's order, and configs that
+    cannot be composed (they fail at once in their job) go last."""
     work = []
     for overrides in job_overrides:
         try:
@@ -68,36 +72,50 @@ class CpuLauncher(JoblibLauncher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
+        from hydra_plugins.hydra_joblib_launcher._core import execute_job, process_joblib_cfg
+        from joblib import Parallel, cpu_count, delayed, parallel_config
+
         setup_globals()
         assert self.config is not None and self.task_function is not None
         assert self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        joblib_cfg = self.joblib
-        joblib_cfg["backend"] = "loky"  # threads are incompatible with Hydra
+        joblib_cfg = dict(self.joblib)
+        joblib_cfg.pop("backend", None)  # loky, below: threads are incompatible with Hydra
         process_joblib_cfg(joblib_cfg)
+        cores = cpu_count()
+        workers = int(joblib_cfg.get("n_jobs") or -1)
+        workers = max(1, cores + 1 + workers if workers < 0 else workers)
+        workers = min(workers, max(1, len(job_overrides)))
+        joblib_cfg["n_jobs"] = workers
+        threads = max(1, cores // workers)
         log.info(
-            "Joblib.Parallel({}) is launching {} jobs, the longest first".format(
-                ",".join(f"{k}={v}" for k, v in joblib_cfg.items()), len(job_overrides)
-            )
+            f"Joblib.Parallel({','.join(f'{k}={v}' for k, v in joblib_cfg.items())}) is launching "
+            f"{len(job_overrides)} jobs, the longest first, {threads} thread(s) each"
         )
         log.info(f"Launching jobs, sweep output dir : {sweep_dir}")
         for idx, overrides in enumerate(job_overrides):
             log.info(f"\t#{initial_job_idx + idx} : {' '.join(filter_overrides(overrides))}")
-        order = longest_first(self, job_overrides)
-        singleton_state = Singleton.get_state()
-        results = Parallel(**joblib_cfg)(
-            delayed(execute_job)(
-                initial_job_idx + idx,
-                job_overrides[idx],
-                self.hydra_context,
-                self.config,
-                self.task_function,
-                singleton_state,
-            )
-            for idx in order
+        # with a worker per run, every run starts at once: no order to choose
+        order = (
+            longest_first(self, job_overrides)
+            if len(job_overrides) > workers
+            else list(range(len(job_overrides)))
         )
+        singleton_state = Singleton.get_state()
+        with parallel_config(backend="loky", inner_max_num_threads=threads):
+            results = Parallel(**joblib_cfg)(
+                delayed(execute_job)(
+                    initial_job_idx + idx,
+                    job_overrides[idx],
+                    self.hydra_context,
+                    self.config,
+                    self.task_function,
+                    singleton_state,
+                )
+                for idx in order
+            )
         runs: list[JobReturn] = [None] * len(job_overrides)  # type: ignore[list-item]
         for idx, result in zip(order, results, strict=True):
             runs[idx] = result
