@@ -94,7 +94,8 @@ DEFINITIONS = """\
   status says what happened). runs.csv's `flag_reason` has the numbers.
 - **gradient RMS**: a layer's weight-gradient norm over the square root of its element count
   (per weight), so that layers of different sizes compare, averaged over an epoch's steps
-  (eager steps, on a CPU: over every k-th step from the first, at most 32 of an epoch).
+  (eager steps, anything but a CUDA graph: over every k-th step from the first, at most 32 of
+  an epoch).
 - **signal** of a hidden layer: each unit's std across the samples of a fixed validation batch,
   root-mean-square over the layer's units: how much its output still depends on the input.
   `act_mean`, `act_std`: mean and std over units and samples together.
