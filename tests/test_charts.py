@@ -271,6 +271,16 @@ def test_capacity_lines_join_only_runs_that_differ_in_width(tmp_path, drawn):
             assert list(line.get_xdata()) == expected
 
 
+def test_capacity_leaves_out_parameter_counts_a_log_axis_cannot_show(tmp_path, drawn):
+    # a damaged summary.json may hold any number as `params` (found by the damaged-runs test)
+    runs = [(OVERFIT, {"model.width": w}) for w in (8, 16, 32, 64)]
+    report(sweep(tmp_path, runs, params=[-math.inf, 0, 2_000, 8_000]), tmp_path)
+    fig = drawn["capacity.png"]
+    data = [line for ax in fig.axes for line in ax.get_lines() if list(line.get_xdata()) != [0, 1]]
+    xs = {x for line in data for x in line.get_xdata()}  # (not the chance level's line)
+    assert xs == {2_000, 8_000}
+
+
 def test_an_early_stopping_that_never_happens_is_said_not_drawn(tmp_path, drawn):
     runs = [(NOT_CONVERGED, {"model.depth": 1}), (OVERFIT, {"model.depth": 2})]
     folder = report(sweep(tmp_path, runs), tmp_path, patience=3)

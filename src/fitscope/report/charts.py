@@ -492,7 +492,9 @@ def capacity_figure(
     """Best validation loss and final training loss against parameter count: one line per
     setup, joining the runs that differ only in model.width (in model.depth when the width
     does not vary), the mean where seeds or folds vary; the underfit-to-overfit U."""
-    done = runs[(runs["status"] == "completed") & runs["params"].notna()]
+    # a log axis shows positive, finite parameter counts (a damaged summary.json may say -inf)
+    params = pd.to_numeric(runs["params"], errors="coerce")
+    done = runs[(runs["status"] == "completed") & np.isfinite(params) & (params > 0)]
     if done["params"].nunique() < 2:
         return None
     size = next((k for k in ("model.width", "model.depth") if k in varying), None)
