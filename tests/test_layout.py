@@ -1,22 +1,26 @@
 """The two wings and their contract: data flows one way (config -> training -> run folders ->
-report), no module imports in a circle, and a report is built where torch is not installed,
-from any working directory, by an installed (not editable) fitscope."""
+report), no module imports in a circle, and a report is built where torch is not installed: in
+a fresh virtual environment with only requirements/report.txt and fitscope's wheel, from any
+working directory."""
 
 from __future__ import annotations
 
 import ast
+import email
 import graphlib
 import os
-import site
 import subprocess
 import sys
 import textwrap
-from importlib.metadata import version
+import zipfile
+from importlib.metadata import packages_distributions, version
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from conftest import REPO, quick_cfg
@@ -78,56 +82,102 @@ def test_the_report_wing_loads_no_torch():
     assert result.stdout.strip() == "[]"
 
 
+def requirements(name: str) -> set[Requirement]:
+    """The requirements in requirements/NAME.txt, which pyproject.toml reads as dependencies."""
+    lines = (REPO / "requirements" / f"{name}.txt").read_text().splitlines()
+    return {Requirement(line.split("#")[0]) for line in lines if line.split("#")[0].strip()}
+
+
+def test_report_requirements_cover_the_report_wings_imports():
+    """requirements/report.txt, all that a machine without torch installs, holds every library
+    the report wing and the shared modules import (the Hydra callback only runs under Hydra)."""
+    distributions = packages_distributions()
+    needed = set()
+    for module in import_graph():
+        if module == "fitscope.report.callback" or not (
+            module in SHARED or module.startswith("fitscope.report")
+        ):
+            continue
+        path = PACKAGE.parent.joinpath(*module.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for top in {name.split(".")[0] for name in names}:
+                if top not in sys.stdlib_module_names and top not in ("fitscope", "__future__"):
+                    needed |= {canonicalize_name(d) for d in distributions.get(top, [top])}
+    report = {canonicalize_name(r.name) for r in requirements("report")}
+    train = {canonicalize_name(r.name) for r in requirements("train")}
+    assert {"numpy", "pandas", "matplotlib", "scipy", "omegaconf"} <= needed
+    assert needed <= report, f"requirements/report.txt lacks {sorted(needed - report)}"
+    assert not report & train  # one place for each requirement
+    assert {"torch", "torchvision", "hydra-core"} <= train
+
+
 @pytest.mark.slow
-def test_report_from_a_non_editable_install_with_no_torch(tmp_path):
+def test_report_in_a_fresh_venv_with_only_the_report_requirements(tmp_path):
+    """The README's login-node install in a new virtual environment that sees none of this
+    machine's libraries: `pip install -r requirements/report.txt` from the package index, then
+    fitscope's wheel with --no-deps. torch and Hydra are absent; the report is built."""
     for i, activation in enumerate(("relu", "tanh")):
         run(quick_cfg(f"activation={activation}"), tmp_path / "sweep" / str(i))
     wheels, venv, elsewhere = tmp_path / "wheels", tmp_path / "venv", tmp_path / "elsewhere"
     elsewhere.mkdir()
 
-    # the venv sees this machine's libraries through PYTHONPATH, not as a site folder, so no
-    # editable install of fitscope (its finder maps fitscope.conf to the checkout) leaks in
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(site.getsitepackages())}
+    # nothing of this machine's Python leaks in: no PYTHONPATH, no user site; pip's own
+    # settings (index, certificates) stay, as on a login node
+    leaks = ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONSTARTUP", "VIRTUAL_ENV")
+    env = {key: value for key, value in os.environ.items() if key not in leaks}
+    env["PYTHONNOUSERSITE"] = "1"
 
-    def call(*command: str | Path, cwd: Path = elsewhere) -> subprocess.CompletedProcess:
+    def call(
+        *command: str | Path, cwd: Path = elsewhere, timeout: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [str(c) for c in command],
             cwd=cwd,
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=timeout,
             env=env,
         )
-        assert result.returncode == 0, result.stdout + result.stderr
+        if check:
+            assert result.returncode == 0, result.stdout + result.stderr
         return result
 
     # offline where this machine's setuptools can build the project, as pyproject.toml asks
     offline = Version(version("setuptools")) >= Version("68")
     isolation = ["--no-build-isolation"] if offline else []
     call(sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-w", wheels, REPO)
-    # the libraries come from this machine, fitscope from its wheel: `pip install .` as a user
-    # would, without a second download of torch, which the report must not need anyway
-    call(sys.executable, "-m", "venv", venv)
+    (wheel,) = wheels.glob("fitscope-*.whl")
+    # the wheel's dependencies are both requirement files: `pip install .` installs everything
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = email.message_from_bytes(archive.read(name))
+    runtime = {Requirement(r) for r in metadata.get_all("Requires-Dist")}
+    runtime = {str(r) for r in runtime if r.marker is None}  # not an extra's
+    assert runtime == {str(r) for r in requirements("report") | requirements("train")}
+
+    call(sys.executable, "-m", "venv", venv)  # no system site packages
     python = venv / "bin" / "python"
-    call(python, "-m", "pip", "install", "--no-deps", "--no-index", *wheels.glob("*.whl"))
-    no_torch = textwrap.dedent(
-        """
-        import importlib.abc, runpy, sys
+    # exactly the README's commands, from the checkout (the wheel stands for `.`)
+    call(python, "-m", "pip", "install", "-r", "requirements/report.txt", cwd=REPO, timeout=900)
+    call(python, "-m", "pip", "install", "--no-deps", wheel)
+    paths = call(python, "-c", "import sys; print(*sys.path, sep='\\n')").stdout.splitlines()
+    assert not [p for p in paths if "site-packages" in p and not p.startswith(str(venv))], paths
+    absent = call(python, "-c", "import torch", check=False)  # not hidden: not installed
+    assert "No module named 'torch'" in absent.stderr, absent.stdout + absent.stderr
+    found = "import importlib.util as u; print([m for m in {} if u.find_spec(m)])"
+    training = ["torch", "torchvision", "hydra", "sklearn"]  # Hydra's callback is not the report
+    assert call(python, "-c", found.format(training)).stdout.strip() == "[]"
 
-        class NoTorch(importlib.abc.MetaPathFinder):  # import torch fails, as where it is not
-            def find_spec(self, name, path, target=None):  # installed (and leaves no entry in
-                if name.split(".")[0] in ("torch", "torchvision"):  # sys.modules, which scipy
-                    raise ModuleNotFoundError(f"No module named {name!r}")  # looks at)
-                return None
-
-        sys.meta_path.insert(0, NoTorch())
-        import fitscope
-        print(fitscope.__file__)
-        runpy.run_module("fitscope.report", run_name="__main__")
-        """
-    )
-    result = call(python, "-c", no_torch, tmp_path / "sweep", "--dir", tmp_path / "reports")
-    assert str(venv) in result.stdout.splitlines()[0]  # the installed copy, not the checkout
+    installed = call(python, "-c", "import fitscope; print(fitscope.__file__)")
+    assert installed.stdout.startswith(str(venv))  # the installed copy, not the checkout
+    call(python, "-m", "fitscope.report", tmp_path / "sweep", "--dir", tmp_path / "reports")
     runs = pd.read_csv(tmp_path / "reports" / "sweep" / "runs.csv")
     assert runs["activation.name"].tolist() == ["relu", "tanh"]
     # report.patience came from the package: the Definitions name it
