@@ -21,6 +21,7 @@ from fitscope import FitscopeError
 from fitscope.config import ConfigError
 from fitscope.rundir import ENTRY_POINT, LOCK_FILE, RunLocked, display_path, run_lock
 from fitscope.train.runner import run
+from fitscope.train.settings import gpu_slot
 
 # Hydra's own files in a job's folder, written before the job starts.
 HYDRA_FILES = {".hydra": {"config.yaml", "hydra.yaml", "overrides.yaml"}, "run.log": None}
@@ -41,7 +42,8 @@ def main(cfg: DictConfig) -> float:
     folder = hydra_cfg.sweep.dir if in_sweep else display_path(out_dir)
     _JOB.update(key="hydra.sweep.dir" if in_sweep else "hydra.run.dir", folder=folder)
     try:
-        summary = run(cfg, out_dir, overrides, choices, in_sweep, label)
+        slot = gpu_slot(str(hydra_cfg.launcher._target_), in_sweep, hydra_cfg.job.num)
+        summary = run(cfg, out_dir, overrides, choices, in_sweep, label, slot)
     except FitscopeError as error:
         if isinstance(error, ConfigError):  # refused before any work: no run folder stays
             _remove_fresh_job_folder(out_dir, remove_parent=not in_sweep)

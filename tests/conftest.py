@@ -51,15 +51,13 @@ def run_script(
     script: Path, *args: str, cwd: Path, timeout: float = 300, **kwargs
 ) -> subprocess.CompletedProcess:
     """`python SCRIPT ARGS` in `cwd`."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
         [sys.executable, str(script), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env,
+        env=cli_env(),
         **kwargs,
     )
 
@@ -104,3 +102,39 @@ def needs_program(name: str) -> str:
             pytest.fail(f"{name} is not installed")
         pytest.skip(f"{name} is not installed")
     return path
+
+
+def cli_env() -> dict[str, str]:
+    """The environment `run_cli` gives the command line."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
+    """`python src/run.py ARGS` in `cwd`, started and left running (text pipes)."""
+    return subprocess.Popen(
+        [sys.executable, str(RUN_PY), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node SLURM cluster (`clusters.SlurmCluster`) for the whole test run;
+    commands reach it through `cluster.env` (SLURM_CONF)."""
+    from clusters import SlurmCluster, missing_slurm
+
+    why = missing_slurm()
+    if why:
+        if os.environ.get("FITSCOPE_ALL_EXTRAS"):
+            pytest.fail(f"no SLURM test cluster: {why}")
+        pytest.skip(f"no SLURM test cluster: {why}")
+    needs("hydra_plugins.hydra_submitit_launcher")
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    yield cluster
+    cluster.stop()

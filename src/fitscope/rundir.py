@@ -174,6 +174,23 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def mark_ended(run_dir: Path, reason: str) -> bool:
+    """Record that the process training `run_dir` ended without finishing it (a cluster job
+    cancelled or killed): a summary.json that still says `running` says `failed`, `reason`,
+    unless a process holds the run (it trains it again). False when the folder holds no run."""
+    summary_path = run_dir / SUMMARY_FILE
+    if not summary_path.is_file():
+        return (run_dir / METRICS_FILE).is_file()
+    try:
+        with run_lock(run_dir):
+            summary = read_summary(summary_path)
+            if summary is not None and summary.get("status") == "running":
+                write_json_atomic(summary_path, {**summary, "status": "failed", "error": reason})
+    except (RunLocked, DamagedFileError, OSError):
+        pass  # trained again by now, or not fitscope's to change
+    return True
+
+
 def write_config(cfg: Any, run_dir: Path) -> None:
     """The run's resolved config as `config.yaml`."""
     OmegaConf.save(cfg, run_dir / CONFIG_FILE, resolve=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -58,6 +59,38 @@ def git_state() -> dict[str, Any] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": commit, "dirty": dirty}
+
+
+def gpu_record(device: torch.device) -> dict[str, Any] | None:
+    """The GPU a run trained on, for summary.json: its index among the visible devices, name,
+    UUID and `CUDA_VISIBLE_DEVICES` (which a scheduler sets to the GPUs it gave the job)."""
+    if device.type != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    properties = torch.cuda.get_device_properties(index)
+    uuid = getattr(properties, "uuid", None)
+    return {
+        "index": index,
+        "name": properties.name,
+        "uuid": str(uuid) if uuid is not None else None,
+        "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+
+
+def cluster_job() -> dict[str, Any] | None:
+    """The cluster job a run trains in, for summary.json: SLURM's job id (`<array job>_<task>`
+    for a job array, as `squeue` and `sacct` show it) and how often SLURM restarted it (a
+    requeued job starts its run over). None outside SLURM."""
+    env = os.environ
+    if "SLURM_JOB_ID" not in env:
+        return None
+    array = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    return {
+        "scheduler": "slurm",
+        "job_id": f"{array[0]}_{array[1]}" if all(array) else env["SLURM_JOB_ID"],
+        "restarts": int(env.get("SLURM_RESTART_COUNT", "0") or 0),
+        "node": env.get("SLURMD_NODENAME"),
+    }
 
 
 def device_name(device: torch.device) -> str:

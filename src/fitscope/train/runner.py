@@ -4,7 +4,9 @@ model, train, test once with the best weights, write everything a report needs (
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -21,10 +23,12 @@ from fitscope.rundir import (
     METRICS_FILE,
     SPLIT_METRICS,
     SUMMARY_FILE,
+    DamagedFileError,
     MetricsWriter,
     RunLocked,
     display_path,
     finite_or_none,
+    read_summary,
     rerun_command,
     run_lock,
     write_config,
@@ -34,13 +38,19 @@ from fitscope.stopping import early_stopping_epoch
 from fitscope.train import data
 from fitscope.train.console import Console
 from fitscope.train.data import Splits, make_splits
-from fitscope.train.environment import device_name, git_state, library_versions
+from fitscope.train.environment import (
+    cluster_job,
+    device_name,
+    git_state,
+    gpu_record,
+    library_versions,
+)
 from fitscope.train.graph import GRAPH_CACHE
 from fitscope.train.loggers import make_loggers, prediction_grid
 from fitscope.train.loop import FitResult, evaluate, fit, metric_columns
 from fitscope.train.models import build_mlp, count_parameters, mlp_args, save_checkpoint
 from fitscope.train.resume import completed_run
-from fitscope.train.settings import TrainerSettings, validate, with_step_budget
+from fitscope.train.settings import TrainerSettings, job_device, validate, with_step_budget
 from fitscope.train.steps import math_modes
 
 log = logging.getLogger("fitscope")
@@ -53,8 +63,10 @@ def run(
     choices: Mapping[str, str] | None = None,
     in_sweep: bool = False,
     label: str = "run",
+    gpu_slot: int | None = None,
 ) -> dict[str, Any]:
-    """Train the run `cfg` describes into `out_dir` and return its summary.
+    """Train the run `cfg` describes into `out_dir` and return its summary. `gpu_slot`: the
+    job's number when its launcher runs jobs side by side (`settings.job_device`).
 
     Bad config values raise `ConfigError` before anything is written. Divergence is a result
     (status `diverged`), not an error; any other failure is written to `summary.json` as status
@@ -63,6 +75,8 @@ def run(
     to it, with one line saying who holds it (its summary says `running`).
     """
     plain, settings = validate(cfg)
+    device = job_device(settings.device, plain["trainer"]["device"], gpu_slot)
+    settings = dataclasses.replace(settings, device=device)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         with run_lock(out_dir):
@@ -88,6 +102,9 @@ def _run_locked(
         if console_mode != "quiet":
             log.info(f"{label}: skipped, already completed in {out_dir}")
         return previous
+    earlier = _unfinished_status(out_dir)
+    if earlier and console_mode != "quiet":  # a resumed sweep, or a requeued cluster job
+        log.info(f"{label}: the {earlier} run in {display_path(out_dir)} starts over")
     start = time.perf_counter()
     summary: dict[str, Any] = {
         "status": "running",
@@ -100,6 +117,8 @@ def _run_locked(
         "epochs_run": 0,
         "seed": settings.seed,
         "config_hash": config_hash(cfg),
+        "host": socket.gethostname(),
+        "cluster_job": cluster_job(),  # which job to scancel while it runs
     }
     console = Console(console_mode, in_sweep, settings.epochs)
     try:
@@ -122,6 +141,16 @@ def _run_locked(
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
         console.finished(label, summary, display_path(out_dir))
     return summary
+
+
+def _unfinished_status(out_dir: Path) -> str | None:
+    """The status of the run this folder holds that did not complete (`running` when its
+    process was killed, `failed`, `diverged`), or None."""
+    try:
+        summary = read_summary(out_dir / SUMMARY_FILE)
+    except DamagedFileError:
+        return "damaged"
+    return None if summary is None else str(summary.get("status", "running"))
 
 
 def clear_caches() -> None:
@@ -172,6 +201,8 @@ def _train(
     """Data, model, the epochs, then the test part once with the last and the best weights."""
     device = settings.device
     if device.type == "cuda":
+        if device.index is not None:
+            torch.cuda.set_device(device)  # streams and graphs are made on the current device
         torch.cuda.reset_peak_memory_stats(device)
     splits = make_splits(config["data"], device, settings.train_eval_samples)
     settings, budget = with_step_budget(settings, len(splits.x_train))
@@ -205,6 +236,7 @@ def _environment(model: torch.nn.Module, splits: Splits, device: torch.device) -
         "params": count_parameters(model),
         "classes": splits.n_classes,
         "device": device_name(device),
+        "gpu": gpu_record(device),
         "threads": torch.get_num_threads(),  # CPU threads for this run's arithmetic
         "samples": {
             "train": len(splits.x_train),

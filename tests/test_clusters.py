@@ -1,0 +1,266 @@
+"""Sweeps on real clusters started on this machine (tests/clusters.py), through the real
+command line: SLURM through `hydra/launcher=slurm` (sbatch job arrays, scancel, requeue), and a
+local Ray cluster through `hydra/launcher=ray_cluster`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import QUICK, REPORT_PY, read_metrics, read_summary, run_cli, run_script, start_cli
+from fitscope.rundir import mark_ended, run_lock, write_json_atomic
+from fitscope.train.environment import cluster_job
+from fitscope.train.settings import gpu_slot, job_device
+
+# Jobs on the test node: one CPU each, no GPU, no memory request.
+SLURM = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.gpus_per_node=null",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=null",
+]
+LONG = 1500  # epochs of digits: a run of about 20 s, longer than the 5 s SLURM gives a
+# cancelled job before it kills it (submitit ignores the SIGTERM that comes first)
+
+
+def slurm(cluster, *args: str) -> str:
+    result = subprocess.run(
+        args, env={**os.environ, **cluster.env}, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, f"{args}: {result.stderr}"
+    return result.stdout
+
+
+def wait_for(what: str, condition, timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def epochs_written(run_dir: Path) -> int:
+    """Trained epochs in the run's metrics.csv so far (the rows after epoch 0)."""
+    try:
+        return max(0, len((run_dir / "metrics.csv").read_text().splitlines()) - 2)
+    except FileNotFoundError:
+        return 0
+
+
+def slurm_job(run_dir: Path) -> str:
+    """The SLURM job that trains the run (its summary.json says from the start)."""
+    return read_summary(run_dir)["cluster_job"]["job_id"]
+
+
+def sacct(cluster, job: str) -> pd.DataFrame:
+    """Every allocation of `job` SLURM accounted for, requeued attempts included."""
+    out = slurm(
+        cluster,
+        "sacct",
+        "-j",
+        job,
+        "-X",
+        "--duplicates",
+        "-n",
+        "-P",
+        "-o",
+        "JobID,State,Start,End",
+    )
+    rows = [line.split("|") for line in out.strip().splitlines()]
+    return pd.DataFrame(rows, columns=["job", "state", "start", "end"])
+
+
+def release(cluster, job: str) -> None:
+    """Start a requeued job now: SLURM holds a requeued job back for a while (its BeginTime)."""
+    wait_for(
+        f"{job} requeued",
+        lambda: "PENDING" in slurm(cluster, "squeue", "-h", "-j", job, "-o", "%T"),
+    )
+    slurm(cluster, "scontrol", "update", f"jobid={job}", "StartTime=now")
+
+
+def restarted(run_dir: Path) -> bool:
+    """The run started over in a new process, which has trained three epochs."""
+    summary, metrics = run_dir / "summary.json", run_dir / "metrics.csv"
+    return (
+        read_summary(run_dir)["status"] == "running"
+        and metrics.stat().st_mtime > summary.stat().st_mtime
+        and epochs_written(run_dir) >= 3
+    )
+
+
+@pytest.fixture
+def on_slurm(slurm_cluster, monkeypatch):
+    for key, value in slurm_cluster.env.items():
+        monkeypatch.setenv(key, value)
+    return slurm_cluster
+
+
+@pytest.mark.slow
+def test_slurm_sweep_is_a_job_array_and_the_report_waits_for_every_job(on_slurm, tmp_path):
+    result = run_cli(
+        "-m",
+        *SLURM,
+        "hydra.launcher.array_parallelism=2",
+        *QUICK,
+        "trainer.epochs=3",
+        "activation=relu,selu,tanh",
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    sweep = tmp_path / "sweep"
+    summaries = [read_summary(sweep / str(i)) for i in range(3)]
+    assert [s["status"] for s in summaries] == ["completed"] * 3
+    # one job array through sbatch, at most two of its three tasks at a time
+    array = summaries[0]["cluster_job"]["job_id"].split("_")[0]
+    assert [s["cluster_job"]["job_id"] for s in summaries] == [f"{array}_{i}" for i in range(3)]
+    assert (
+        "#SBATCH --array=0-2%2"
+        in (sweep / ".submitit" / array / f"{array}_submission.sh").read_text()
+    )
+    jobs = sacct(on_slurm, array)
+    assert sorted(jobs["job"]) == [f"{array}_{i}" for i in range(3)]
+    assert set(jobs["state"]) == {"COMPLETED"}
+    starts, ends = pd.to_datetime(jobs["start"]), pd.to_datetime(jobs["end"])
+    assert max(((starts <= t) & (ends > t)).sum() for t in starts) <= 2
+    # the report, built by the command once every job had ended, has the three runs
+    runs = pd.read_csv(tmp_path / "reports" / "sweep" / "runs.csv")
+    assert runs["activation"].tolist() == ["relu", "selu", "tanh"]
+    last_end = max(datetime.fromisoformat(s["finished_at"]) for s in summaries)
+    report = tmp_path / "reports" / "sweep" / "report.html"
+    assert report.stat().st_mtime >= last_end.timestamp()
+
+
+@pytest.mark.slow
+def test_slurm_job_cancelled_mid_run_is_failed_and_only_it_runs_again(on_slurm, tmp_path):
+    # job 0 trains for a while, job 1 ends at once
+    args = ["-m", *SLURM, *QUICK, f"trainer.epochs={LONG},2", "hydra.sweep.dir=sweep"]
+    sweep = tmp_path / "sweep"
+    process = start_cli(*args, cwd=tmp_path)
+    wait_for("job 0's third epoch", lambda: epochs_written(sweep / "0") >= 3)
+    job = slurm_job(sweep / "0")
+    slurm(on_slurm, "scancel", job)
+    out, err = process.communicate(timeout=300)
+    # the command waited for job 1, then ended as for a failed run, saying which job and how
+    assert process.returncode != 0
+    assert f"SLURM job {job} ended CANCELLED" in err
+    assert "run the same command with hydra.sweep.dir=sweep" in out
+    assert "Build it with: python src/report.py" in err
+    cancelled, other = read_summary(sweep / "0"), read_summary(sweep / "1")
+    assert cancelled["status"] == "failed" and "CANCELLED" in cancelled["error"]
+    assert other["status"] == "completed"
+    kept = epochs_written(sweep / "0")
+    assert 3 <= kept < LONG
+    # the report shows the cancelled run as failed, with its finished epochs
+    assert run_script(REPORT_PY, "sweep", cwd=tmp_path).returncode == 0
+    runs = pd.read_csv(tmp_path / "reports" / "sweep" / "runs.csv")
+    assert runs["status"].tolist() == ["failed", "completed"]
+    curves = pd.read_csv(tmp_path / "reports" / "sweep" / "curves.csv")
+    assert curves.loc[curves["run"] == 0, "epoch"].max() == kept
+
+    # the same command into the same folder runs job 0 again and keeps job 1
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "resume: 1 of 2 runs were already completed" in again.stdout
+    assert read_summary(sweep / "1") == other
+    rerun = read_summary(sweep / "0")
+    assert rerun["status"] == "completed" and rerun["cluster_job"]["job_id"] != job
+    assert read_metrics(sweep / "0")["epoch"].tolist() == list(range(LONG + 1))
+
+
+@pytest.mark.slow
+def test_slurm_requeued_job_starts_its_run_over_without_duplicate_epochs(on_slurm, tmp_path):
+    sweep = tmp_path / "sweep"
+    process = start_cli(
+        "-m", *SLURM, *QUICK, f"trainer.epochs={LONG}", "hydra.sweep.dir=sweep", cwd=tmp_path
+    )
+    wait_for("the third epoch", lambda: epochs_written(sweep / "0") >= 3)
+    job = slurm_job(sweep / "0")
+    # SLURM's preemption signal: submitit requeues the job
+    slurm(on_slurm, "scancel", "--signal=USR2", job)
+    release(on_slurm, job)
+    wait_for("the restarted run's third epoch", lambda: restarted(sweep / "0"), 240)
+    # the scheduler requeues it (as an administrator or a preemption with PreemptMode=REQUEUE)
+    slurm(on_slurm, "scontrol", "requeue", job)
+    release(on_slurm, job)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    summary = read_summary(sweep / "0")
+    assert summary["status"] == "completed"
+    assert summary["cluster_job"] == {**summary["cluster_job"], "job_id": job, "restarts": 2}
+    assert read_metrics(sweep / "0")["epoch"].tolist() == list(range(LONG + 1))
+    assert (sweep / "0" / "run.log").read_text().count("starts over") == 2
+    assert sacct(on_slurm, job)["state"].tolist() == ["REQUEUED", "REQUEUED", "COMPLETED"]
+    assert (tmp_path / "reports" / "sweep" / "report.html").is_file()
+
+
+def test_a_run_whose_job_ended_without_a_result_is_marked_failed_unless_it_trains(tmp_path):
+    running = {"status": "running", "error": None, "epochs": 9}
+    for name, status in (("killed", "running"), ("done", "completed"), ("held", "running")):
+        (tmp_path / name).mkdir()
+        write_json_atomic(tmp_path / name / "summary.json", {**running, "status": status})
+    assert mark_ended(tmp_path / "killed", "SLURM job 7_1 ended CANCELLED by 0 without a result")
+    assert read_summary(tmp_path / "killed") == {
+        **running,
+        "status": "failed",
+        "error": "SLURM job 7_1 ended CANCELLED by 0 without a result",
+    }
+    assert (
+        mark_ended(tmp_path / "done", "x")
+        and read_summary(tmp_path / "done")["status"] == "completed"
+    )
+    with run_lock(tmp_path / "held"):  # a requeued attempt trains it again by now
+        assert mark_ended(tmp_path / "held", "x")
+    assert read_summary(tmp_path / "held")["status"] == "running"
+    assert not mark_ended(tmp_path / "never_started", "x")  # cancelled while pending
+    assert not (tmp_path / "never_started").exists()
+
+
+def test_summary_names_the_slurm_job_and_its_restarts(monkeypatch):
+    for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(key, raising=False)
+    assert cluster_job() is None
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    monkeypatch.setenv("SLURMD_NODENAME", "gpu07")
+    assert cluster_job() == {"scheduler": "slurm", "job_id": "41", "restarts": 0, "node": "gpu07"}
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    assert cluster_job()["job_id"] == "40_1" and cluster_job()["restarts"] == 2
+
+
+@pytest.mark.parametrize(
+    ("setting", "slot", "count", "expected"),
+    [
+        ("auto", 5, 4, "cuda:1"),  # job 5 of a parallel sweep on 4 GPUs
+        ("auto", 0, 4, "cuda:0"),
+        ("auto", 3, 1, "cuda"),  # the scheduler gave the job one GPU: the only visible one
+        ("auto", None, 4, "cuda"),  # the basic launcher: one run after another on one GPU
+        ("cuda:2", 5, 4, "cuda:2"),  # an explicit device is kept
+    ],
+)
+def test_parallel_jobs_spread_over_the_visible_gpus(setting, slot, count, expected, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    assert job_device(torch.device("cuda" if setting == "auto" else setting), setting, slot) == (
+        torch.device(expected)
+    )
+    assert job_device(torch.device("cpu"), "auto", slot) == torch.device("cpu")
+
+
+def test_only_launchers_that_run_jobs_side_by_side_spread_them():
+    basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    assert gpu_slot(basic, True, 3) is None
+    assert gpu_slot(joblib, True, 3) == 3
+    assert gpu_slot(joblib, False, 0) is None  # a single run
