@@ -4,18 +4,20 @@ under a folder of its own and stopped by the process ids it started. Every daemo
 127.0.0.1 only, on free ports, so a cluster the machine already has is neither used nor
 disturbed.
 
-`python tests/clusters.py slurm FOLDER` starts one until Ctrl-C or SIGTERM, for trying commands
-by hand (it prints the environment to export).
+`python tests/clusters.py slurm|ray FOLDER` starts one until Ctrl-C or SIGTERM, for trying
+commands by hand (it prints the environment to export; the Ray head ignores FOLDER).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -301,14 +303,82 @@ StorageLoc=slurm_acct_db
             self._db = None
 
 
+class RayCluster:
+    """A Ray head on 127.0.0.1 (`ray start --head --block`, in a process group of its own that
+    `stop` ends). `env` points Ray at it (`RAY_ADDRESS`, which `address: auto` reads) and keeps
+    Ray's clients on loopback: Ray replaces 127.0.0.1 in an address by the machine's network
+    address unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (its single-machine mode), and the head
+    started with that setting listens on 127.0.0.1 only."""
+
+    def __init__(self, cpus: int | None = None) -> None:
+        self.cpus = cpus or os.cpu_count() or 1
+        self.port = free_port()
+        # a short folder: Ray's unix sockets live below it (paths of at most 107 bytes)
+        self.root = Path(tempfile.mkdtemp(prefix="fsray"))
+        self.env = {
+            "RAY_ADDRESS": f"127.0.0.1:{self.port}",
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+        self._head: subprocess.Popen | None = None
+
+    def start(self) -> RayCluster:
+        ray = Path(sys.executable).with_name("ray")
+        log = self.root / "head.log"
+        with open(log, "w") as out:
+            self._head = subprocess.Popen(
+                [
+                    str(ray),
+                    "start",
+                    "--head",
+                    "--block",
+                    "--node-ip-address=127.0.0.1",
+                    f"--port={self.port}",
+                    f"--num-cpus={self.cpus}",
+                    "--num-gpus=0",
+                    "--include-dashboard=false",
+                    "--disable-usage-stats",
+                    f"--temp-dir={self.root}",
+                ],
+                env={**os.environ, **self.env},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            _wait("the Ray head", lambda: self._ready(log), 120, log)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _ready(self, log: Path) -> bool:
+        if self._head.poll() is not None:
+            raise RuntimeError(f"ray start ended: {log.read_text(errors='replace')[-3000:]}")
+        return "Ray runtime started" in log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self._head is None:
+            return
+        # Ray's processes take their time over SIGTERM (20 s and more): a short grace, then
+        # SIGKILL to the whole group (its state is this cluster's own temporary folder)
+        for sig, grace in ((signal.SIGTERM, 3), (signal.SIGKILL, 30)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._head.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._head.wait(timeout=grace)
+        self._head = None
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 if __name__ == "__main__":
     kind, folder = sys.argv[1], Path(sys.argv[2]).resolve()
-    if kind == "slurm":
-        cluster = SlurmCluster(folder).start()
-        print(" ".join(f"export {k}={v}" for k, v in cluster.env.items()))
-        print("SLURM cluster up; Ctrl-C or SIGTERM stops it", flush=True)
-        try:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        finally:
-            cluster.stop()
+    cluster = SlurmCluster(folder).start() if kind == "slurm" else RayCluster().start()
+    print(" ".join(f"export {k}={v}" for k, v in cluster.env.items()))
+    print(f"{kind} cluster up; Ctrl-C or SIGTERM stops it", flush=True)
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        cluster.stop()

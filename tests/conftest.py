@@ -138,3 +138,16 @@ def slurm_cluster(tmp_path_factory):
     cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster (`clusters.RayCluster`) for the whole test run; the sweep
+    reaches it through `cluster.env` (RAY_ADDRESS)."""
+    from clusters import RayCluster
+
+    needs("ray")
+    needs("hydra_plugins.hydra_ray_launcher")
+    cluster = RayCluster().start()
+    yield cluster
+    cluster.stop()

@@ -1,6 +1,6 @@
 """Sweeps on real clusters started on this machine (tests/clusters.py), through the real
 command line: SLURM through `hydra/launcher=slurm` (sbatch job arrays, scancel, requeue), and a
-local Ray cluster through `hydra/launcher=ray_cluster`."""
+local Ray cluster through `hydra/launcher=ray_cluster`; and how a job picks its GPU."""
 
 from __future__ import annotations
 
@@ -201,6 +201,39 @@ def test_slurm_requeued_job_starts_its_run_over_without_duplicate_epochs(on_slur
     assert (sweep / "0" / "run.log").read_text().count("starts over") == 2
     assert sacct(on_slurm, job)["state"].tolist() == ["REQUEUED", "REQUEUED", "COMPLETED"]
     assert (tmp_path / "reports" / "sweep" / "report.html").is_file()
+
+
+@pytest.fixture
+def on_ray(ray_cluster, monkeypatch):
+    for key, value in ray_cluster.env.items():
+        monkeypatch.setenv(key, value)
+    return ray_cluster
+
+
+@pytest.mark.slow
+def test_ray_sweep_lands_in_the_sweep_folder_and_resume_reruns_only_what_is_missing(
+    on_ray, tmp_path
+):
+    args = ["-m", "hydra/launcher=ray_cluster", *QUICK, "trainer.epochs=3"]
+    args += ["activation=relu,selu,tanh", "hydra.sweep.dir=sweep"]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "(_run_job pid=" in result.stdout + result.stderr  # trained in Ray's workers
+    sweep = tmp_path / "sweep"
+    summaries = [read_summary(sweep / str(i)) for i in range(3)]
+    assert [s["status"] for s in summaries] == ["completed"] * 3
+    runs = pd.read_csv(tmp_path / "reports" / "sweep" / "runs.csv")
+    assert runs["activation"].tolist() == ["relu", "selu", "tanh"]
+
+    # run 1 stopped before it ended (its process killed): only it runs again
+    write_json_atomic(sweep / "1" / "summary.json", {**summaries[1], "status": "running"})
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "resume: 2 of 3 runs were already completed" in again.stdout
+    assert read_summary(sweep / "0") == summaries[0]
+    assert read_summary(sweep / "2") == summaries[2]
+    rerun = read_summary(sweep / "1")
+    assert rerun["status"] == "completed" and rerun["started_at"] != summaries[1]["started_at"]
 
 
 def test_a_run_whose_job_ended_without_a_result_is_marked_failed_unless_it_trains(tmp_path):
