@@ -87,3 +87,13 @@ def test_cached_graphs_never_share_a_capture_stream(splits):
     cached = list(GRAPH_CACHE.values())
     GRAPH_CACHE.clear()
     assert all(step.graph is None for step in cached)  # destroyed now, not at garbage collection
+
+
+def test_a_parallel_job_trains_on_its_gpu_and_records_it(tmp_path):
+    count = torch.cuda.device_count()
+    job = 1  # a parallel sweep's job 1: the second GPU where there are two or more
+    summary = run(quick_cfg("trainer.device=auto"), tmp_path, gpu_slot=job)
+    assert summary["status"] == "completed"
+    gpu = summary["gpu"]
+    assert gpu["index"] == job % count
+    assert gpu["name"] == torch.cuda.get_device_name(job % count)
