@@ -42,7 +42,8 @@ def main(cfg: DictConfig) -> float:
     folder = hydra_cfg.sweep.dir if in_sweep else display_path(out_dir)
     _JOB.update(key="hydra.sweep.dir" if in_sweep else "hydra.run.dir", folder=folder)
     try:
-        slot = gpu_slot(str(hydra_cfg.launcher._target_), in_sweep, hydra_cfg.job.num)
+        # a single run has no job number (hydra.job.num is ???)
+        slot = gpu_slot(str(hydra_cfg.launcher._target_), hydra_cfg.job.num) if in_sweep else None
         summary = run(cfg, out_dir, overrides, choices, in_sweep, label, slot)
     except FitscopeError as error:
         if isinstance(error, ConfigError):  # refused before any work: no run folder stays

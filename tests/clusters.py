@@ -263,7 +263,7 @@ AccountingStoragePort={ports["dbd"]}
 AccountingStoragePass={self.munge_socket}
 MpiDefault=none
 ReturnToService=2
-KillWait=5
+KillWait=2
 MinJobAge=600
 SchedulerParameters=defer_batch
 NodeName={h} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={memory} State=UNKNOWN
@@ -290,7 +290,10 @@ StorageLoc=slurm_acct_db
         os.chmod(dbd, 0o600)
 
     def stop(self) -> None:
-        self._run("scancel", "--full", "--user", "root", timeout=30)
+        if self._pids:  # the jobs first, while slurmd can still end them
+            self._run("scancel", "--full", "--user", "root", timeout=30)
+            with contextlib.suppress(RuntimeError):
+                _wait("the jobs to end", lambda: not self._run("squeue", "-h").stdout, 30)
         _stop(list(reversed(self._pids)))  # slurmd, slurmctld, slurmdbd, then munged
         self._pids.clear()
         if self._db is not None:  # mariadbd, a child of this process

@@ -112,8 +112,9 @@ def cli_env() -> dict[str, str]:
 
 
 def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
-    """`python src/run.py ARGS` in `cwd`, started and left running (text pipes)."""
-    return subprocess.Popen(
+    """`python src/run.py ARGS` in `cwd`, started and left running (text pipes); as a context
+    manager it is killed at the end unless it has ended."""
+    return _KilledOnExit(
         [sys.executable, str(RUN_PY), *args],
         cwd=cwd,
         stdout=subprocess.PIPE,
@@ -121,6 +122,13 @@ def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
         text=True,
         env=cli_env(),
     )
+
+
+class _KilledOnExit(subprocess.Popen):
+    def __exit__(self, *exc):
+        if self.poll() is None:
+            self.kill()
+        return super().__exit__(*exc)
 
 
 @pytest.fixture(scope="session")

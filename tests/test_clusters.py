@@ -5,6 +5,7 @@ local Ray cluster through `hydra/launcher=ray_cluster`; and how a job picks its 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from datetime import datetime
@@ -25,8 +26,9 @@ SLURM = [
     "hydra.launcher.cpus_per_task=1",
     "hydra.launcher.mem_gb=null",
 ]
-LONG = 1500  # epochs of digits: a run of about 20 s, longer than the 5 s SLURM gives a
-# cancelled job before it kills it (submitit ignores the SIGTERM that comes first)
+LONG = 1500  # epochs of digits: a run of about 10 s, longer than the 4 s SLURM gives a cancelled
+# or requeued job before it kills it (KillWait=2, plus 2 s; submitit ignores the SIGTERM that
+# comes first, so a job signalled in its last seconds completes)
 
 
 def slurm(cluster, *args: str) -> str:
@@ -145,11 +147,11 @@ def test_slurm_job_cancelled_mid_run_is_failed_and_only_it_runs_again(on_slurm, 
     # job 0 trains for a while, job 1 ends at once
     args = ["-m", *SLURM, *QUICK, f"trainer.epochs={LONG},2", "hydra.sweep.dir=sweep"]
     sweep = tmp_path / "sweep"
-    process = start_cli(*args, cwd=tmp_path)
-    wait_for("job 0's third epoch", lambda: epochs_written(sweep / "0") >= 3)
-    job = slurm_job(sweep / "0")
-    slurm(on_slurm, "scancel", job)
-    out, err = process.communicate(timeout=300)
+    with start_cli(*args, cwd=tmp_path) as process:  # killed if the test fails on the way
+        wait_for("job 0's third epoch", lambda: epochs_written(sweep / "0") >= 3)
+        job = slurm_job(sweep / "0")
+        slurm(on_slurm, "scancel", job)
+        out, err = process.communicate(timeout=300)
     # the command waited for job 1, then ended as for a failed run, saying which job and how
     assert process.returncode != 0
     assert f"SLURM job {job} ended CANCELLED" in err
@@ -180,19 +182,18 @@ def test_slurm_job_cancelled_mid_run_is_failed_and_only_it_runs_again(on_slurm, 
 @pytest.mark.slow
 def test_slurm_requeued_job_starts_its_run_over_without_duplicate_epochs(on_slurm, tmp_path):
     sweep = tmp_path / "sweep"
-    process = start_cli(
-        "-m", *SLURM, *QUICK, f"trainer.epochs={LONG}", "hydra.sweep.dir=sweep", cwd=tmp_path
-    )
-    wait_for("the third epoch", lambda: epochs_written(sweep / "0") >= 3)
-    job = slurm_job(sweep / "0")
-    # SLURM's preemption signal: submitit requeues the job
-    slurm(on_slurm, "scancel", "--signal=USR2", job)
-    release(on_slurm, job)
-    wait_for("the restarted run's third epoch", lambda: restarted(sweep / "0"), 240)
-    # the scheduler requeues it (as an administrator or a preemption with PreemptMode=REQUEUE)
-    slurm(on_slurm, "scontrol", "requeue", job)
-    release(on_slurm, job)
-    out, err = process.communicate(timeout=300)
+    args = ["-m", *SLURM, *QUICK, f"trainer.epochs={LONG}", "hydra.sweep.dir=sweep"]
+    with start_cli(*args, cwd=tmp_path) as process:  # killed if the test fails on the way
+        wait_for("the third epoch", lambda: epochs_written(sweep / "0") >= 3)
+        job = slurm_job(sweep / "0")
+        # SLURM's preemption signal: submitit requeues the job
+        slurm(on_slurm, "scancel", "--signal=USR2", job)
+        release(on_slurm, job)
+        wait_for("the restarted run's third epoch", lambda: restarted(sweep / "0"), 240)
+        # the scheduler requeues it (an administrator, or a preemption with PreemptMode=REQUEUE)
+        slurm(on_slurm, "scontrol", "requeue", job)
+        release(on_slurm, job)
+        out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     summary = read_summary(sweep / "0")
     assert summary["status"] == "completed"
@@ -201,6 +202,22 @@ def test_slurm_requeued_job_starts_its_run_over_without_duplicate_epochs(on_slur
     assert (sweep / "0" / "run.log").read_text().count("starts over") == 2
     assert sacct(on_slurm, job)["state"].tolist() == ["REQUEUED", "REQUEUED", "COMPLETED"]
     assert (tmp_path / "reports" / "sweep" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_the_slurm_jobs_running_and_says_how_to_cancel_them(on_slurm, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *SLURM, *QUICK, f"trainer.epochs={LONG}", "hydra.sweep.dir=sweep"]
+    with start_cli(*args, cwd=tmp_path) as process:
+        wait_for("the third epoch", lambda: epochs_written(sweep / "0") >= 3)
+        job = slurm_job(sweep / "0")
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert f"to cancel them: scancel {job} ;" in err
+    assert "Traceback" not in err
+    assert slurm(on_slurm, "squeue", "-h", "-j", job, "-o", "%T").strip() == "RUNNING"
+    slurm(on_slurm, "scancel", job)
 
 
 @pytest.fixture
@@ -241,20 +258,15 @@ def test_a_run_whose_job_ended_without_a_result_is_marked_failed_unless_it_train
     for name, status in (("killed", "running"), ("done", "completed"), ("held", "running")):
         (tmp_path / name).mkdir()
         write_json_atomic(tmp_path / name / "summary.json", {**running, "status": status})
-    assert mark_ended(tmp_path / "killed", "SLURM job 7_1 ended CANCELLED by 0 without a result")
-    assert read_summary(tmp_path / "killed") == {
-        **running,
-        "status": "failed",
-        "error": "SLURM job 7_1 ended CANCELLED by 0 without a result",
-    }
-    assert (
-        mark_ended(tmp_path / "done", "x")
-        and read_summary(tmp_path / "done")["status"] == "completed"
-    )
+    reason = "SLURM job 7_1 ended CANCELLED by 0 without a result"
+    assert mark_ended(tmp_path / "killed", reason) == "failed"
+    assert read_summary(tmp_path / "killed") == {**running, "status": "failed", "error": reason}
+    assert mark_ended(tmp_path / "done", "x") == "completed"
+    assert read_summary(tmp_path / "done")["status"] == "completed"
     with run_lock(tmp_path / "held"):  # a requeued attempt trains it again by now
-        assert mark_ended(tmp_path / "held", "x")
+        assert mark_ended(tmp_path / "held", "x") == "running"
     assert read_summary(tmp_path / "held")["status"] == "running"
-    assert not mark_ended(tmp_path / "never_started", "x")  # cancelled while pending
+    assert mark_ended(tmp_path / "never_started", "x") is None  # cancelled while pending
     assert not (tmp_path / "never_started").exists()
 
 
@@ -294,6 +306,18 @@ def test_parallel_jobs_spread_over_the_visible_gpus(setting, slot, count, expect
 def test_only_launchers_that_run_jobs_side_by_side_spread_them():
     basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
     joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
-    assert gpu_slot(basic, True, 3) is None
-    assert gpu_slot(joblib, True, 3) == 3
-    assert gpu_slot(joblib, False, 0) is None  # a single run
+    assert gpu_slot(basic, 3) is None
+    assert gpu_slot(joblib, 3) == 3
+
+
+@pytest.mark.parametrize(
+    "folder", ["/data/my sweeps/a", "/data/it's", "/data/x=y", "/data/${x}", "/d/back\\s", "/d/e\\"]
+)
+def test_ray_jobs_compose_the_absolute_sweep_folder_whatever_its_name(folder):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.fitscope_launchers.ray_launcher import quoted
+
+    override = OverridesParser.create().parse_overrides([f"hydra.sweep.dir={quoted(folder)}"])[0]
+    assert OmegaConf.create({"dir": override.value()}).dir == folder

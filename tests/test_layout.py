@@ -165,7 +165,27 @@ def test_report_in_a_fresh_venv_with_only_the_report_requirements(tmp_path):
     call(sys.executable, "-m", "venv", venv)  # no system site packages
     python = venv / "bin" / "python"
     # exactly the README's commands, from the checkout (the wheel stands for `.`)
-    call(python, "-m", "pip", "install", "-r", "requirements/report.txt", cwd=REPO, timeout=900)
+    installed = call(
+        python,
+        "-m",
+        "pip",
+        "install",
+        "-r",
+        "requirements/report.txt",
+        cwd=REPO,
+        timeout=900,
+        check=False,
+    )
+    if installed.returncode != 0:
+        offline = any(  # pip's words when it cannot reach the package index
+            words in installed.stdout + installed.stderr
+            for words in ("Could not find a version", "No matching distribution", "NewConnection")
+        )
+        if offline and not os.environ.get("FITSCOPE_ALL_EXTRAS"):
+            pytest.skip(
+                "the package index cannot be reached: requirements/report.txt not installed"
+            )
+        raise AssertionError(installed.stdout + installed.stderr)
     call(python, "-m", "pip", "install", "--no-deps", wheel)
     paths = call(python, "-c", "import sys; print(*sys.path, sep='\\n')").stdout.splitlines()
     assert not [p for p in paths if "site-packages" in p and not p.startswith(str(venv))], paths

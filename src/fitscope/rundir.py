@@ -174,21 +174,23 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def mark_ended(run_dir: Path, reason: str) -> bool:
+def mark_ended(run_dir: Path, reason: str) -> str | None:
     """Record that the process training `run_dir` ended without finishing it (a cluster job
     cancelled or killed): a summary.json that still says `running` says `failed`, `reason`,
-    unless a process holds the run (it trains it again). False when the folder holds no run."""
+    unless a process holds the run (it trains it again). Returns the run's status after that
+    (`running` when it has metrics but no summary), or None when the folder holds no run."""
     summary_path = run_dir / SUMMARY_FILE
     if not summary_path.is_file():
-        return (run_dir / METRICS_FILE).is_file()
+        return "running" if (run_dir / METRICS_FILE).is_file() else None
     try:
         with run_lock(run_dir):
-            summary = read_summary(summary_path)
-            if summary is not None and summary.get("status") == "running":
-                write_json_atomic(summary_path, {**summary, "status": "failed", "error": reason})
+            summary = read_summary(summary_path) or {}
+            if summary.get("status") == "running":
+                summary = {**summary, "status": "failed", "error": reason}
+                write_json_atomic(summary_path, summary)
+            return str(summary.get("status", "running"))
     except (RunLocked, DamagedFileError, OSError):
-        pass  # trained again by now, or not fitscope's to change
-    return True
+        return "running"  # trained again by now, or not fitscope's to change
 
 
 def write_config(cfg: Any, run_dir: Path) -> None:

@@ -4,6 +4,7 @@ model, train, test once with the best weights, write everything a report needs (
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import socket
@@ -127,7 +128,7 @@ def _run_locked(
         env, hparams = _visdom_env(out_dir), _hparams(plain)
         loggers = make_loggers(plain.get("logger"), out_dir, overrides, env, hparams)
         try:
-            with math_modes(settings):
+            with math_modes(settings), _current_gpu(settings.device):
                 _train(plain, settings, out_dir, summary, console, loggers)
         finally:
             for logger in loggers:
@@ -141,6 +142,14 @@ def _run_locked(
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
         console.finished(label, summary, display_path(out_dir))
     return summary
+
+
+def _current_gpu(device: torch.device) -> contextlib.AbstractContextManager:
+    """`device` as the current CUDA device while the run trains (streams and captured graphs
+    are made on the current device), the previous one again after it."""
+    if device.type == "cuda" and device.index is not None:
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()
 
 
 def _unfinished_status(out_dir: Path) -> str | None:
@@ -201,8 +210,6 @@ def _train(
     """Data, model, the epochs, then the test part once with the last and the best weights."""
     device = settings.device
     if device.type == "cuda":
-        if device.index is not None:
-            torch.cuda.set_device(device)  # streams and graphs are made on the current device
         torch.cuda.reset_peak_memory_stats(device)
     splits = make_splits(config["data"], device, settings.train_eval_samples)
     settings, budget = with_step_budget(settings, len(splits.x_train))

@@ -145,21 +145,20 @@ def job_device(device: torch.device, setting: str, gpu_slot: int | None) -> torc
     (`gpu_slot`: its job number; None for one run after another): with `trainer.device=auto`
     and several visible GPUs, job N trains on visible GPU N mod their count, so parallel jobs
     spread over the GPUs instead of all taking the first. A launcher that gives each job its
-    own GPU (SLURM with gpus_per_node, Ray with num_gpus, submitit_local) makes it the only
-    visible one, so it is used. An explicit `trainer.device` is kept."""
+    own GPU (SLURM with gpus_per_node, Ray with num_gpus) makes it the only visible one, so it
+    is used (submitit_local shows every job the same `gpus_per_node` GPUs: they are spread
+    over too). An explicit `trainer.device` is kept."""
     if setting != "auto" or device.type != "cuda" or gpu_slot is None:
         return device
     count = torch.cuda.device_count()
     return torch.device("cuda", gpu_slot % count) if count > 1 else device
 
 
-def gpu_slot(launcher_target: str, in_sweep: bool, job_num: int) -> int | None:
-    """The slot `job_device` spreads a job by: its job number, when its launcher may run jobs
-    side by side (any but Hydra's basic launcher, which runs one after another in one process
-    and keeps the prepared data on one device)."""
-    if not in_sweep or launcher_target.endswith(".BasicLauncher"):
-        return None
-    return job_num
+def gpu_slot(launcher_target: str, job_num: int) -> int | None:
+    """The slot `job_device` spreads a sweep's job by: its job number, when its launcher may
+    run jobs side by side (any but Hydra's basic launcher, which runs one after another in one
+    process and keeps the prepared data on one device)."""
+    return None if launcher_target.endswith(".BasicLauncher") else job_num
 
 
 def _resolve_compile(mode: str, device_name: str, device: torch.device) -> str:

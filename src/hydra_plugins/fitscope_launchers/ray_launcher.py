@@ -10,7 +10,8 @@ job started in the command's working folder (which must exist on every node: a s
 system, as on any cluster).
 
 Hydra imports every module of `hydra_plugins` when it starts: without hydra-ray-launcher this
-module still imports, and the launcher says what to install.
+module imports and defines nothing (the preset, whose defaults name `ray`, then cannot be
+composed: Hydra says it cannot load that config).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import re
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn
-from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 try:
@@ -31,21 +33,24 @@ try:
 except ImportError:  # hydra-ray-launcher is not installed
     HydraRayLauncher = None
 
-INSTALL = (
-    "hydra/launcher=ray_cluster needs Ray and Hydra's Ray launcher: "
-    'python -m pip install -e ".[ray]" && python -m pip install --no-deps hydra-ray-launcher==1.2.2'
-)
 
-
-def _quoted(path: Path) -> str:
-    """`path` as a Hydra override value (quoted: paths may hold spaces or `=`)."""
-    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+def quoted(path: Path) -> str:
+    """`path` as a quoted Hydra override value that composes to exactly `path` (paths may hold
+    spaces, quotes, `=` or `${`): quotes and the backslashes before a quote or at the end are
+    escaped, and `${` so that it is not an interpolation."""
+    text = str(path).replace("${", "\\${")
+    text = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, text)
+    return "'" + text.replace("'", "\\'") + "'"
 
 
 def in_folder(folder: str, task_function: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run the task in `folder`, the sweep command's working folder, where it exists."""
-    if os.path.isdir(folder):
-        os.chdir(folder)
+    """Run the task in `folder`, the sweep command's working folder."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"the sweep command's working folder {folder} is not on {socket.gethostname()}: "
+            "hydra/launcher=ray_cluster needs it on every node (a shared file system)"
+        )
+    os.chdir(folder)
     return task_function(cfg)
 
 
@@ -56,8 +61,8 @@ def with_absolute_sweep_dir(config: DictConfig) -> DictConfig:
     absolute = copy.deepcopy(config)
     OmegaConf.copy_cache(from_config=config, to_config=absolute)
     with open_dict(absolute):
-        absolute.hydra.sweep.dir = str(sweep_dir)
-        absolute.hydra.overrides.hydra.append(f"hydra.sweep.dir={_quoted(sweep_dir)}")
+        absolute.hydra.sweep.dir = str(sweep_dir).replace("${", "\\${")  # not interpolated
+        absolute.hydra.overrides.hydra.append(f"hydra.sweep.dir={quoted(sweep_dir)}")
     return absolute
 
 
@@ -79,18 +84,3 @@ if HydraRayLauncher is not None:
                 return _core.launch(self, job_overrides, initial_job_idx)
             finally:
                 self.config, self.task_function = config, task_function
-
-else:
-    from hydra.plugins.launcher import Launcher
-
-    class RayLauncher(Launcher):  # type: ignore[no-redef]
-        """Stands in when hydra-ray-launcher is not installed."""
-
-        def __init__(self, **params: Any) -> None:
-            raise CompactHydraException(INSTALL)
-
-        def setup(self, **kwargs: Any) -> None:  # pragma: no cover
-            raise NotImplementedError
-
-        def launch(self, job_overrides: Any, initial_job_idx: int) -> Any:  # pragma: no cover
-            raise NotImplementedError

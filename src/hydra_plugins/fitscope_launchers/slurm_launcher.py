@@ -17,13 +17,15 @@ gets the preemption signal) starts its run again from its first epoch in the sam
 `metrics.csv` is written anew, so no epoch is there twice.
 
 Hydra imports every module of `hydra_plugins` when it starts: without hydra-submitit-launcher
-(the `launchers` extra) this module still imports, and the launcher says what to install.
+(the `launchers` extra) this module imports and defines nothing (the preset, whose defaults
+name `submitit_slurm`, then cannot be composed: Hydra says it cannot load that config).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,14 +77,32 @@ if SubmititSlurmLauncher is not None:
         ) -> Sequence[JobReturn]:
             jobs = self._submit(job_overrides, initial_job_idx)
             returns = []
-            for idx, (job, overrides) in enumerate(
-                zip(jobs, job_overrides, strict=True), start=initial_job_idx
-            ):
-                try:
-                    returns.append(job.results()[0])
-                except Exception as error:  # UncompletedJobError, FailedJobError
-                    returns.append(self._ended_without_result(job, idx, overrides, error))
+            try:
+                for idx, (job, overrides) in enumerate(
+                    zip(jobs, job_overrides, strict=True), start=initial_job_idx
+                ):
+                    try:
+                        returns.append(job.results()[0])
+                    except Exception as error:  # UncompletedJobError, FailedJobError
+                        returns.append(self._ended_without_result(job, idx, overrides, error))
+            except KeyboardInterrupt:
+                self._interrupted(jobs)
             return returns
+
+        def _interrupted(self, jobs: Sequence[Any]) -> None:
+            """Ctrl-C while waiting: the jobs go on in SLURM; say so, how to cancel them and
+            how to build the report when they end, and exit (130) without a traceback."""
+            assert self.config is not None
+            sweep = display_path(Path(str(self.config.hydra.sweep.dir)))
+            arrays = sorted({str(job.job_id).split("_")[0] for job in jobs})
+            print(
+                f"interrupted: the sweep's SLURM jobs go on without this command (job "
+                f"{', '.join(arrays)}); to cancel them: scancel {' '.join(arrays)} ; "
+                f"its report once they end: python src/report.py {sweep} ; running the same "
+                f"command with hydra.sweep.dir={sweep} trains what is not completed by then",
+                file=sys.stderr,
+            )
+            raise SystemExit(130)
 
         def _submit(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
             """Submit the sweep as one job array: the submission half of Hydra's
@@ -145,12 +165,11 @@ if SubmititSlurmLauncher is not None:
             cause = f"SLURM job {job.job_id} ended {state} without a result"
             if "CANCELLED" not in state and "TIMEOUT" not in state:
                 cause += f" ({_reason(error)})"
-            marked = mark_ended(run_dir, cause)
-            where = (
-                f"its run folder {display_path(run_dir)} keeps the epochs it finished"
-                if marked
-                else "it left no run"
-            )
+            status = mark_ended(run_dir, cause)
+            where = {
+                None: "it left no run",
+                "completed": f"its run in {display_path(run_dir)} had completed",
+            }.get(status, f"its run folder {display_path(run_dir)} keeps the epochs it finished")
             label = f"#{idx} {' '.join(filter_overrides(overrides))}"
             log.error(
                 f"{label}: {cause}; {where}; its log: {display_path(Path(job.paths.stderr))}. "
@@ -167,21 +186,3 @@ if SubmititSlurmLauncher is not None:
             )
             self.hydra_context.callbacks.on_job_end(config=config, job_return=job_return)
             return job_return
-
-else:
-    from hydra.plugins.launcher import Launcher
-
-    class SlurmLauncher(Launcher):  # type: ignore[no-redef]
-        """Stands in when hydra-submitit-launcher is not installed."""
-
-        def __init__(self, **params: Any) -> None:
-            raise CompactHydraException(
-                "hydra/launcher=slurm needs hydra-submitit-launcher: "
-                'python -m pip install -e ".[launchers]"'
-            )
-
-        def setup(self, **kwargs: Any) -> None:  # pragma: no cover
-            raise NotImplementedError
-
-        def launch(self, job_overrides: Any, initial_job_idx: int) -> Any:  # pragma: no cover
-            raise NotImplementedError
