@@ -99,11 +99,16 @@ def restarted(run_dir: Path) -> bool:
     )
 
 
+def reached(cluster, monkeypatch):
+    """`cluster`, with its environment set for this test's commands."""
+    for key, value in cluster.env.items():
+        monkeypatch.setenv(key, value)
+    return cluster
+
+
 @pytest.fixture
 def on_slurm(slurm_cluster, monkeypatch):
-    for key, value in slurm_cluster.env.items():
-        monkeypatch.setenv(key, value)
-    return slurm_cluster
+    return reached(slurm_cluster, monkeypatch)
 
 
 @pytest.mark.slow
@@ -222,9 +227,7 @@ def test_ctrl_c_leaves_the_slurm_jobs_running_and_says_how_to_cancel_them(on_slu
 
 @pytest.fixture
 def on_ray(ray_cluster, monkeypatch):
-    for key, value in ray_cluster.env.items():
-        monkeypatch.setenv(key, value)
-    return ray_cluster
+    return reached(ray_cluster, monkeypatch)
 
 
 @pytest.mark.slow
