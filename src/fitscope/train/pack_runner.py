@@ -1,0 +1,365 @@
+"""Packed sweeps, run by run: which jobs of a sweep share a pack (`plan`), and a pack trained
+into its members' run folders (`run_pack`), each folder exactly what the runner writes for a
+run alone (`fitscope.train.runner`), plus summary.json's `pack`.
+
+What may differ inside a pack (`MAY_DIFFER`): the seed, the activation and its parameters, the
+learning rate, weight decay, momentum, Adam's betas and eps, gradient clipping, the init, the
+dropout probability, the fold, the epochs or step budget, early stopping, the divergence bound,
+what is shown and logged. Any other key splits packs: the model's shape, the optimizer kind
+(and Nesterov), the batch sizes, the dataset and its split, the device, precision and math
+modes, diagnostics, the step mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from fitscope.config import config_hash, flatten_config
+from fitscope.rundir import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    MetricsWriter,
+    RunLocked,
+    display_path,
+    rerun_command,
+    run_lock,
+    write_config,
+    write_json_atomic,
+)
+from fitscope.train.console import Console
+from fitscope.train.data import make_splits
+from fitscope.train.environment import cluster_job
+from fitscope.train.loggers import make_loggers
+from fitscope.train.loop import FitResult, metric_columns
+from fitscope.train.models import build_mlp, mlp_args, save_checkpoint
+from fitscope.train.packed import Member, PackTiming, fit_pack
+from fitscope.train.runner import (
+    _current_gpu,
+    _environment,
+    _failure_reason,
+    _fit_summary,
+    _hparams,
+    _metrics,
+    _now,
+    _show_predictions,
+    _test,
+    _unfinished_status,
+    _visdom_env,
+)
+from fitscope.train.settings import TrainerSettings, validate, with_step_budget
+from fitscope.train.steps import math_modes
+
+log = logging.getLogger("fitscope")
+
+# Config keys (a key, or a prefix ending in ".") that may differ between the members of a pack.
+MAY_DIFFER = (
+    "trainer.seed",
+    "trainer.epochs",
+    "trainer.steps",
+    "trainer.early_stopping.",
+    "trainer.divergence_loss",
+    "trainer.console",
+    "activation.",
+    "optimizer.lr",
+    "optimizer.weight_decay",
+    "optimizer.momentum",
+    "optimizer.betas",
+    "optimizer.eps",
+    "optimizer.grad_clip",
+    "model.init",
+    "model.dropout",
+    "data.fold",
+    "logger.",
+    "report.",
+)
+# Without a known free memory (the CPU), at most this many members per pack.
+CPU_MAX_MEMBERS = 64
+MAX_MEMBERS = 512
+
+
+@dataclass
+class PackJob:
+    """One job of a packed sweep: its composed config (without `hydra`), its run folder, what
+    the runner records of it; `summary` once it has trained."""
+
+    cfg: DictConfig
+    out_dir: Path
+    overrides: Sequence[str] = ()
+    choices: Mapping[str, str] = field(default_factory=dict)
+    label: str = "run"
+    number: int = 0  # the job number
+    summary: dict[str, Any] | None = None
+
+
+def splits_packs(key: str) -> bool:
+    """True when config key `key` (dotted) must be equal for runs to share a pack."""
+    return not any(key == k or (k.endswith(".") and key.startswith(k)) for k in MAY_DIFFER)
+
+
+def pack_key(plain: Mapping[str, Any]) -> str:
+    """The values of every key that splits packs, as one string: runs with the same key may
+    share a pack."""
+    flat = flatten_config(plain)
+    return json.dumps({k: v for k, v in sorted(flat.items()) if splits_packs(k)}, default=str)
+
+
+def plan(
+    jobs: Sequence[PackJob], max_members: int | None, skip: set[int] = frozenset()
+) -> tuple[list[list[int]], list[int]]:
+    """(packs, alone): the jobs, but those in `skip`, grouped into packs (indices into `jobs`;
+    each pack at most `max_members`, a larger group split into packs of near-equal size,
+    members ordered by activation), and the jobs that train alone: those refused by validation
+    (they fail with their one line, as any run), and those that share a pack with no other
+    job."""
+    groups: dict[str, list[int]] = {}
+    alone = []
+    for index, job in enumerate(jobs):
+        if index in skip:
+            continue
+        try:
+            plain, _ = validate(job.cfg)
+        except Exception:  # noqa: BLE001 - the job itself says what is wrong
+            alone.append(index)
+            continue
+        groups.setdefault(pack_key(plain), []).append(index)
+    packs = []
+    for members in groups.values():
+        if len(members) == 1:
+            alone.append(members[0])
+            continue
+        limit = max_members or default_max_members(jobs[members[0]].cfg)
+        count = math.ceil(len(members) / max(1, limit))
+        size = math.ceil(len(members) / count)
+        for start in range(0, len(members), size):
+            part = members[start : start + size]
+            packs.append(sorted(part, key=lambda i: _activation_key(jobs[i].cfg)))
+    return packs, sorted(alone)
+
+
+def _activation_key(cfg: DictConfig) -> str:
+    return json.dumps(dict(cfg["activation"]), sort_keys=True, default=str)
+
+
+def member_bytes(plain: Mapping[str, Any], in_features: int = 784, classes: int = 10) -> int:
+    """Device memory one member of a pack takes, roughly: parameters with their gradients,
+    optimizer state, best and evaluation copies, and a step's activations."""
+    model, batch = plain["model"], plain["trainer"]["batch_size"]
+    depth, width = model["depth"], model["width"]
+    fans = [in_features] + [width] * depth + [classes]
+    params = sum((a + 1) * b for a, b in zip(fans, fans[1:], strict=False))
+    activations = batch * (in_features + 4 * width * depth + 3 * classes)
+    return 4 * (8 * params + 2 * activations)
+
+
+def default_max_members(cfg: DictConfig) -> int:
+    """`hydra.launcher.max_members=null`: as many members as half the device's free memory
+    holds (at most `MAX_MEMBERS`); `CPU_MAX_MEMBERS` on the CPU."""
+    plain, settings = validate(cfg)
+    if settings.device.type != "cuda":
+        return CPU_MAX_MEMBERS
+    free, _ = torch.cuda.mem_get_info(settings.device)
+    return max(1, min(MAX_MEMBERS, int(free // 2 // member_bytes(plain))))
+
+
+@dataclass
+class _Running:
+    """A member of a pack while it trains: its job, folder handles and records."""
+
+    job: PackJob
+    plain: dict[str, Any]
+    settings: TrainerSettings
+    summary: dict[str, Any]
+    console: Console
+    loggers: list[Any]
+    writer: MetricsWriter | None = None
+    lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    started: float = field(default_factory=time.perf_counter)
+    ended: bool = False
+
+
+def run_pack(
+    jobs: Sequence[PackJob],
+    pack: Mapping[str, Any],
+    on_end: Callable[[PackJob], None] | None = None,
+) -> tuple[list[PackJob], PackTiming | None]:
+    """Train `jobs` as one pack, each into its run folder; `pack` (`number`, `of`) goes into
+    their summaries with the pack's size and jobs. `on_end(job)` as soon as a job has ended,
+    its folder complete and unlocked, `job.summary` set. Returns the jobs that were not packed
+    (a folder another process holds: they are left to the caller, which runs them alone), and
+    the pack's timing (None when nothing trained).
+
+    A pack that raises marks its unfinished members failed with the reason and raises again."""
+    running: list[_Running] = []
+    refused: list[PackJob] = []
+    try:
+        for job in jobs:
+            member = _start(job)
+            if member is None:
+                refused.append(job)
+            else:
+                running.append(member)
+        if not running:
+            return refused, None
+        record = {**pack, "size": len(running), "jobs": [m.job.number for m in running]}
+        members = [_member(m, record) for m in running]
+        settings = running[0].settings
+        timing = PackTiming(len(members))
+
+        def ended(index: int, result: FitResult) -> None:
+            _finish(running[index], members[index], result)
+            if on_end is not None:
+                on_end(running[index].job)
+
+        with math_modes(settings), _current_gpu(settings.device):
+            if settings.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(settings.device)
+            fit_pack(members, ended, timing)
+        return refused, timing
+    except BaseException as error:
+        for member in running:
+            if not member.ended:
+                member.summary.update(status="failed", error=_failure_reason(error))
+                _close(member)
+        raise
+
+
+def _start(job: PackJob) -> _Running | None:
+    """Lock the job's folder and write what a run writes when it starts; None when another
+    process holds the folder."""
+    plain, settings = validate(job.cfg)
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    lock = contextlib.ExitStack()
+    try:
+        lock.enter_context(run_lock(job.out_dir))
+    except RunLocked:
+        lock.close()
+        return None
+    console_mode = plain["trainer"]["console"]
+    earlier = _unfinished_status(job.out_dir)
+    if earlier and console_mode != "quiet":
+        log.info(f"{job.label}: the {earlier} run in {display_path(job.out_dir)} starts over")
+    summary: dict[str, Any] = {
+        "status": "running",
+        "error": None,
+        "overrides": list(job.overrides),
+        "choices": dict(job.choices),
+        "command": rerun_command(job.overrides),
+        "started_at": _now(),
+        "epochs": settings.epochs,
+        "epochs_run": 0,
+        "seed": settings.seed,
+        "config_hash": config_hash(job.cfg),
+        "host": socket.gethostname(),
+        "cluster_job": cluster_job(),
+    }
+    member = _Running(job, plain, settings, summary, Console(console_mode, True, settings.epochs),
+                      [], lock=lock)
+    try:
+        write_json_atomic(job.out_dir / SUMMARY_FILE, summary)
+        write_config(job.cfg, job.out_dir)
+        env, hparams = _visdom_env(job.out_dir), _hparams(plain)
+        member.loggers = make_loggers(plain.get("logger"), job.out_dir, job.overrides, env, hparams)
+    except BaseException as error:
+        summary.update(status="failed", error=_failure_reason(error))
+        _close(member)
+        raise
+    return member
+
+
+def _member(running: _Running, pack: Mapping[str, Any]) -> Member:
+    """The pack member of a started job: its data, its model built as a run alone builds it
+    (`trainer.seed` first), and the callbacks that write its rows."""
+    plain, settings, summary = running.plain, running.settings, running.summary
+    device = settings.device
+    splits = make_splits(plain["data"], device, settings.train_eval_samples)
+    settings, budget = with_step_budget(settings, len(splits.x_train))
+    running.settings = settings
+    running.console.epochs = settings.epochs
+    summary.update(epochs=settings.epochs, budget=budget, pack=dict(pack))
+    torch.manual_seed(settings.seed)
+    model = build_mlp(**mlp_args(plain, splits.n_features, splits.n_classes)).to(device)
+    summary.update(_environment(model, splits, device))
+    columns = metric_columns(model, settings.diagnostics)
+    running.writer = MetricsWriter(running.job.out_dir / METRICS_FILE, columns)
+
+    def on_epoch(row: dict[str, float]) -> None:
+        running.writer.write(row)
+        summary["epochs_run"] = int(row["epoch"])
+        running.console.epoch(row)
+        for logger in running.loggers:
+            logger.epoch(row)
+
+    def on_steps(epoch: int, losses: list[float]) -> None:
+        for logger in running.loggers:
+            logger.steps(epoch, losses)
+
+    return Member(
+        model=model,
+        splits=splits,
+        optimizer=plain["optimizer"],
+        settings=settings,
+        activation=plain["activation"],
+        dropout=plain["model"]["dropout"],
+        on_epoch=on_epoch,
+        on_steps=on_steps if running.loggers else None,
+    )
+
+
+def _finish(running: _Running, member: Member, result: FitResult) -> None:
+    """What the runner writes when a run's epochs end: test with the last and the best
+    weights, best.pt, the summary; then the folder is closed and unlocked."""
+    summary, settings, model = running.summary, running.settings, member.model
+    try:
+        summary.update(_fit_summary(result, settings), test_last=_test(model, member.splits, settings))
+        if result.best_state is not None:
+            model.load_state_dict(result.best_state)
+            summary.update(
+                best=_metrics(result.rows[result.best_epoch - 1]),
+                test_best=_test(model, member.splits, settings),
+            )
+            model_args = mlp_args(running.plain, member.splits.n_features, member.splits.n_classes)
+            save_checkpoint(
+                running.job.out_dir / CHECKPOINT_FILE, result.best_state, model_args,
+                result.best_epoch,
+            )
+            _show_predictions(model, member.splits, running.plain, running.loggers)
+        if settings.device.type == "cuda":  # the pack's, all members together
+            summary.update(
+                gpu_memory_peak_mib=torch.cuda.max_memory_allocated(settings.device) / 2**20,
+                gpu_memory_end_mib=torch.cuda.memory_allocated(settings.device) / 2**20,
+            )
+    except BaseException as error:
+        summary.update(status="failed", error=_failure_reason(error))
+        raise
+    finally:
+        _close(running)
+
+
+def _close(running: _Running) -> None:
+    """The member's summary written (with its end time), metrics and loggers closed, its folder
+    unlocked."""
+    running.ended = True
+    summary = running.summary
+    summary.update(finished_at=_now(), wall_time_s=time.perf_counter() - running.started)
+    try:
+        write_json_atomic(running.job.out_dir / SUMMARY_FILE, summary)
+    finally:
+        if running.writer is not None:
+            running.writer.close()
+        for logger in running.loggers:
+            logger.close(summary)
+        running.lock.close()
+        running.job.summary = summary

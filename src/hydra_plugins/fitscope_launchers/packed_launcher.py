@@ -1,0 +1,213 @@
+"""`hydra/launcher=packed`: the same-shape runs of a sweep trained together, one batched pass
+per step (`fitscope.train.packed`), in this process, on one device.
+
+The launcher composes every job of the sweep first, as Hydra's basic launcher would (same job
+numbers, same run folders), and validates them all before any work: a refused job fails with
+its one line and the others still run. Jobs whose configs differ only in keys a pack allows
+(`fitscope.train.pack_runner.MAY_DIFFER`) share a pack, at most `max_members` each; a job that
+shares a pack with no other job, and a job whose folder already holds its completed run,
+runs as the basic launcher runs it. A pack that fails (a CUDA error, memory) is reported in one
+line and its unfinished runs are trained one by one.
+
+As each member of a pack ends, Hydra's job machinery runs for it (`hydra.core.utils.run_job`):
+its `.hydra/` files and `run.log` (with the member's line), the callbacks' `on_job_start` and
+`on_job_end`, its JobReturn (the best validation loss, as `src/run.py` returns). So the report
+callback, resume and the report see what a basic sweep gives them.
+
+Hydra imports every module of `hydra_plugins` when it starts: torch and fitscope's training
+wing are imported only when a sweep is launched.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import (
+    JobReturn,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
+from hydra.errors import CompactHydraException
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+
+class PackedLauncher(Launcher):
+    def __init__(self, max_members: int | None = None) -> None:
+        self.max_members = max_members
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        from fitscope.train.pack_runner import plan, run_pack
+
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        if self.max_members is not None and (
+            not isinstance(self.max_members, int) or self.max_members < 1
+        ):
+            raise CompactHydraException(
+                f"hydra.launcher.max_members={self.max_members} is invalid: expected an integer "
+                ">= 1, or null (as many as the device's free memory holds)"
+            )
+        configs = [
+            self._job_config(initial_job_idx + i, overrides)
+            for i, overrides in enumerate(job_overrides)
+        ]
+        jobs = [self._pack_job(config) for config in configs]
+        first = [i for i, job in enumerate(jobs) if _refused_or_done(job)]
+        packs, alone = plan(jobs, self.max_members, skip=set(first))
+        sizes = " + ".join(str(len(p)) for p in packs) or "none"
+        log.info(
+            f"Launching {len(job_overrides)} jobs packed: {len(packs)} pack(s) of {sizes} runs, "
+            f"{len(alone) + len(first)} alone; sweep output dir : {self.config.hydra.sweep.dir}"
+        )
+        for idx, overrides in enumerate(job_overrides):
+            log.info(f"\t#{initial_job_idx + idx} : {' '.join(filter_overrides(overrides))}")
+        results: dict[int, JobReturn] = {}
+        for index in first:  # refused and completed jobs first: a line each, at once
+            results[index] = self._run(configs[index])
+        waiting = set(alone)
+        position = {job.number: i for i, job in enumerate(jobs)}
+        for number, members in enumerate(packs, start=1):
+            info = {"number": number, "of": len(packs)}
+            try:
+                refused, timing = run_pack(
+                    [jobs[i] for i in members],
+                    info,
+                    lambda job: results.__setitem__(
+                        position[job.number], self._member_ended(configs[position[job.number]], job)
+                    ),
+                )
+            except Exception as error:  # noqa: BLE001 - its runs still train, one by one
+                unfinished = [i for i in members if i not in results]
+                reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+                log.error(
+                    f"pack {number}/{len(packs)} failed ({reason}); its {len(unfinished)} "
+                    "unfinished runs train one by one"
+                )
+                waiting.update(unfinished)
+                continue
+            waiting.update(position[job.number] for job in refused)
+            if timing is not None and timing.epochs:
+                log.info(_pack_line(number, len(packs), timing))
+        for index in sorted(waiting):
+            results[index] = self._run(configs[index])
+        return [results[i] for i in range(len(jobs))]
+
+    def _job_config(self, number: int, overrides: Sequence[str]) -> DictConfig:
+        """The job's composed config, as the basic launcher composes it, with its output dir."""
+        assert self.config is not None and self.hydra_context is not None
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(config):
+            config.hydra.job.id = number
+            config.hydra.job.num = number
+        previous = HydraConfig.instance().cfg
+        try:
+            HydraConfig.instance().set_config(config)
+            folder = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+            folder = folder / str(OmegaConf.select(config, "hydra.sweep.subdir"))
+            with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+                config.hydra.runtime.output_dir = os.path.abspath(folder)
+        finally:
+            HydraConfig.instance().cfg = previous
+        return config
+
+    @staticmethod
+    def _pack_job(config: DictConfig) -> Any:
+        from fitscope.train.pack_runner import PackJob
+
+        task = copy.deepcopy(config)
+        with read_write(task), open_dict(task):
+            del task["hydra"]
+        overrides = OmegaConf.to_container(config.hydra.overrides.task)
+        choices = {
+            k: v for k, v in config.hydra.runtime.choices.items() if not k.startswith("hydra/")
+        }
+        number = int(config.hydra.job.num)
+        return PackJob(
+            cfg=task,
+            out_dir=Path(config.hydra.runtime.output_dir),
+            overrides=list(overrides),
+            choices=choices,
+            label=f"#{number} {' '.join(overrides)}".strip(),
+            number=number,
+        )
+
+    def _run(self, config: DictConfig, task_function: TaskFunction | None = None) -> JobReturn:
+        """Hydra's job machinery for one job: with `src/run.py`'s task, the job runs as the
+        basic launcher runs it."""
+        assert self.config is not None and self.hydra_context is not None
+        result = run_job(
+            hydra_context=self.hydra_context,
+            task_function=task_function or self.task_function,
+            config=config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return result
+
+    def _member_ended(self, config: DictConfig, job: Any) -> JobReturn:
+        """A pack member has ended: its job's Hydra files, run.log line, callbacks and result."""
+        from fitscope.rundir import display_path
+        from fitscope.train.console import Console
+
+        summary = job.summary
+
+        def ended(cfg: DictConfig) -> float:
+            console = Console(str(cfg.trainer.console), True, int(summary.get("epochs", 0)))
+            console.finished(job.label, summary, display_path(job.out_dir))
+            if summary["status"] == "failed":
+                raise CompactHydraException(str(summary.get("error")))
+            best = summary.get("best")
+            return best["val_loss"] if best else float("inf")
+
+        return self._run(config, ended)
+
+
+def _refused_or_done(job: Any) -> bool:
+    """True when the job is refused by validation or its folder holds its completed run (the
+    task says so in a line, at once)."""
+    from fitscope.rundir import completed_summary
+    from fitscope.train.settings import validate
+
+    try:
+        validate(job.cfg)
+    except Exception:  # noqa: BLE001
+        return True
+    return completed_summary(job.out_dir) is not None
+
+
+def _pack_line(number: int, packs: int, timing: Any) -> str:
+    """The pack's line: members, time per epoch, per member-epoch, how the steps ran."""
+    per_epoch = timing.seconds / max(timing.epochs, 1)
+    per_member = 1000 * timing.train_seconds / max(timing.member_epochs, 1)
+    return (
+        f"pack {number}/{packs}: {timing.members} runs, {timing.epochs} epochs in "
+        f"{timing.seconds:.1f}s ({per_epoch:.2f}s per epoch; training {per_member:.1f} ms per "
+        f"member-epoch, {'CUDA graph' if timing.compile == 'graph' else 'eager'} steps)"
+    )
