@@ -265,8 +265,9 @@ def _start(job: PackJob) -> _Running | None:
         "host": socket.gethostname(),
         "cluster_job": cluster_job(),
     }
-    member = _Running(job, plain, settings, summary, Console(console_mode, True, settings.epochs),
-                      [], lock=lock)
+    member = _Running(
+        job, plain, settings, summary, Console(console_mode, True, settings.epochs), [], lock=lock
+    )
     try:
         write_json_atomic(job.out_dir / SUMMARY_FILE, summary)
         write_config(job.cfg, job.out_dir)
@@ -323,7 +324,9 @@ def _finish(running: _Running, member: Member, result: FitResult) -> None:
     weights, best.pt, the summary; then the folder is closed and unlocked."""
     summary, settings, model = running.summary, running.settings, member.model
     try:
-        summary.update(_fit_summary(result, settings), test_last=_test(model, member.splits, settings))
+        summary.update(
+            _fit_summary(result, settings), test_last=_test(model, member.splits, settings)
+        )
         if result.best_state is not None:
             model.load_state_dict(result.best_state)
             summary.update(
@@ -332,7 +335,9 @@ def _finish(running: _Running, member: Member, result: FitResult) -> None:
             )
             model_args = mlp_args(running.plain, member.splits.n_features, member.splits.n_classes)
             save_checkpoint(
-                running.job.out_dir / CHECKPOINT_FILE, result.best_state, model_args,
+                running.job.out_dir / CHECKPOINT_FILE,
+                result.best_state,
+                model_args,
                 result.best_epoch,
             )
             _show_predictions(model, member.splits, running.plain, running.loggers)

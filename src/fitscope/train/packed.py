@@ -36,7 +36,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -233,9 +233,10 @@ class PackStep:
             weight[m, :n] = 1.0
         weight = weight.view(self.size, self.steps, batch)
         self.weight = weight / weight.sum(dim=2, keepdim=True).clamp(min=1)
-        self.step_valid = torch.arange(self.steps, device=device)[None, :] < torch.tensor(
-            self.member_steps, device=device
-        )[:, None]  # [members, steps]: the member has this step
+        self.step_valid = (
+            torch.arange(self.steps, device=device)[None, :]
+            < torch.tensor(self.member_steps, device=device)[:, None]
+        )  # [members, steps]: the member has this step
         self.alive = torch.ones(self.size, dtype=torch.bool, device=device)
         self.index = torch.zeros(1, dtype=torch.long, device=device)
         self.losses = torch.zeros(self.size, self.steps, device=device)
@@ -243,8 +244,7 @@ class PackStep:
         self.dropout = [m.dropout for m in members]
         self.keep = _per_member([1 - p for p in self.dropout], device)
         self.generators = [
-            _dropout_generator(m.settings.seed, device) if m.dropout > 0 else None
-            for m in members
+            _dropout_generator(m.settings.seed, device) if m.dropout > 0 else None for m in members
         ]
         # gradient norms and clipping, per member
         clips = [m.optimizer.get("grad_clip") for m in members]
@@ -508,9 +508,7 @@ def fit_pack(
     step = make_pack_step(members, settings)
     timing.compile = step.mode
     setup_seconds = time.perf_counter() - setup_start
-    generators = [
-        torch.Generator(device=device).manual_seed(m.settings.seed) for m in members
-    ]
+    generators = [torch.Generator(device=device).manual_seed(m.settings.seed) for m in members]
     stoppers = [
         EarlyStopping(m.settings.early_stopping.patience, m.settings.early_stopping.min_delta)
         for m in members
@@ -546,8 +544,11 @@ def fit_pack(
             share, train_share = seconds / len(live), train_seconds / len(live)
             for m in list(live):
                 member, result = members[m], results[m]
-                mine = {name: host[(m, name)] for name in ("train", "val", "gradients",
-                        "activations", "step_losses") if (m, name) in host}
+                mine = {
+                    name: host[(m, name)]
+                    for name in ("train", "val", "gradients", "activations", "step_losses")
+                    if (m, name) in host
+                }
                 row = _row(columns[m], epoch, mine, member.optimizer["lr"], share)
                 result.rows.append(row)
                 result.train_seconds.append(train_share)
@@ -575,7 +576,9 @@ def fit_pack(
                     result.setup_seconds = setup_seconds
                     trained = len(result.rows)
                     samples = step.train_sizes[m] * trained
-                    result.samples_per_s = samples / max(sum(r["seconds"] for r in result.rows), 1e-9)
+                    result.samples_per_s = samples / max(
+                        sum(r["seconds"] for r in result.rows), 1e-9
+                    )
                     if on_end is not None:
                         on_end(m, result)
     finally:

@@ -80,9 +80,9 @@ class PackedLauncher(Launcher):
         jobs = [self._pack_job(config) for config in configs]
         first = [i for i, job in enumerate(jobs) if _refused_or_done(job)]
         packs, alone = plan(jobs, self.max_members, skip=set(first))
-        sizes = " + ".join(str(len(p)) for p in packs) or "none"
+        sizes = f" ({' + '.join(str(len(p)) for p in packs)} runs)" if packs else ""
         log.info(
-            f"Launching {len(job_overrides)} jobs packed: {len(packs)} pack(s) of {sizes} runs, "
+            f"Launching {len(job_overrides)} jobs: {len(packs)} pack(s){sizes}, "
             f"{len(alone) + len(first)} alone; sweep output dir : {self.config.hydra.sweep.dir}"
         )
         for idx, overrides in enumerate(job_overrides):
