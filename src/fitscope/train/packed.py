@@ -123,6 +123,7 @@ class PackOptimizer:
         self.params = list(params)
         self.lr = _per_member([c["lr"] for c in configs], device)
         self.weight_decay = _per_member([c.get("weight_decay", 0.0) for c in configs], device)
+        self.decays = any(c.get("weight_decay", 0.0) for c in configs)
         if self.kind == "momentum":
             self.momentum = _per_member([c["momentum"] for c in configs], device)
             self.nesterov = bool(configs[0]["nesterov"])
@@ -145,36 +146,42 @@ class PackOptimizer:
 
     @torch.no_grad()
     def step(self, active: torch.Tensor) -> None:
-        """One update of the members where `active` ([members, 1, 1] bool) is set."""
+        """One update of the members where `active` ([members, 1, 1] bool) is set. The others
+        are left exactly as they are: their step size and mixing weights are 0 (their
+        gradients are finite: a member that ended is zeroed), so every update is one in-place
+        pass over the stacked tensors, as torch.optim's own."""
+        on = active.float()
         if self.kind in ("adam", "adamw"):
-            self._adam(active)
+            self._adam(active, on)
             return
+        lr = self.lr * on
+        keep = torch.where(active, self.momentum, 1.0) if self.kind == "momentum" else None
         for i, p in enumerate(self.params):
-            d_p = p.grad + self.weight_decay * p
+            d_p = p.grad
+            if self.decays and self.kind != "adamw":
+                d_p = torch.addcmul(d_p, p, self.weight_decay)
             if self.kind == "momentum":
-                buf = self.momentum * self.buffers[i] + d_p
-                self.buffers[i].copy_(torch.where(active, buf, self.buffers[i]))
-                d_p = d_p + self.momentum * buf if self.nesterov else buf
-            p.copy_(torch.where(active, p - self.lr * d_p, p))
+                buf = self.buffers[i]
+                buf.mul_(keep).addcmul_(d_p, on)
+                d_p = torch.addcmul(d_p, buf, self.momentum) if self.nesterov else buf
+            p.addcmul_(d_p, lr, value=-1)
 
-    def _adam(self, active: torch.Tensor) -> None:
-        self.steps.add_(active.float())
+    def _adam(self, active: torch.Tensor, on: torch.Tensor) -> None:
+        self.steps.add_(on)
         step = self.steps.clamp(min=1)
-        bias_correction1 = 1 - self.beta1.pow(step)
         bias_correction2_sqrt = (1 - self.beta2.pow(step)).sqrt()
-        step_size = self.lr / bias_correction1
+        step_size = self.lr / (1 - self.beta1.pow(step)) * on
+        first, second = (1 - self.beta1) * on, (1 - self.beta2) * on
         for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
-            grad, start = p.grad, p
-            if self.kind == "adamw":
-                start = p * (1 - self.lr * self.weight_decay)
-            else:
-                grad = grad + self.weight_decay * p
-            m_new = m.lerp(grad, 1 - self.beta1)
-            v_new = v * self.beta2 + (1 - self.beta2) * grad * grad
-            denom = v_new.sqrt() / bias_correction2_sqrt + self.eps
-            m.copy_(torch.where(active, m_new, m))
-            v.copy_(torch.where(active, v_new, v))
-            p.copy_(torch.where(active, start - step_size * m_new / denom, p))
+            grad = p.grad
+            if self.decays and self.kind == "adamw":
+                p.mul_(1 - self.lr * self.weight_decay * on)
+            elif self.decays:
+                grad = torch.addcmul(grad, p, self.weight_decay)
+            m.lerp_(grad, first)
+            v.lerp_(grad * grad, second)
+            denom = v.sqrt().div_(bias_correction2_sqrt).add_(self.eps)
+            p.addcdiv_(m * step_size, denom, value=-1)
 
 
 @dataclass
