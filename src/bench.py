@@ -3,7 +3,7 @@ fitscope's trainer on the same model and data, then a whole sweep end to end, se
 
     python src/bench.py [--device auto|cpu|cuda] [--epochs 3] [--sweep-epochs 10]
                         [--compile none,graph,torch_compile] [--precision bf16]
-                        [--sweeps before,basic,cpu] [--quick]
+                        [--sweeps before,basic,cpu] [--packed-epochs 10] [--quick]
 
 The data are generated MNIST-shaped images (60,000 x 28 x 28 and a 10,000 test set; the
 machines this runs on cannot download MNIST) written as MNIST files and read through the real
@@ -26,7 +26,12 @@ torchvision MNIST loader by both loops. Figures and ratios are printed, nothing 
    curve on every training sample, denormals not flushed), `basic` (the basic launcher with the
    default settings), `cpu` (`hydra/launcher=cpu`: a single-threaded worker process per core,
    the longest runs first); beside the tutorial loop's projected time for it, with where the
-   time went and (on CUDA) each run's GPU memory.
+   time went and (on CUDA) each run's GPU memory;
+4. packed sweeps: `-m activation=relu,leaky,selu trainer.seed=range(0,9)` (27 runs of the
+   784-200-200-10 MLP, one shape) with the basic launcher and with `hydra/launcher=packed`,
+   end to end with the report: seconds, training time per member-epoch (the runs' `train_s`
+   over their epochs), peak memory (the GPU's on CUDA, the sweep process's RSS elsewhere), and
+   the ratio of each to the basic launcher's.
 """
 
 from __future__ import annotations
@@ -74,6 +79,15 @@ TUTORIAL = [
     "trainer.divergence_loss=null",
 ]
 SWEEP = ["activation=relu,leaky,selu", "model.depth=1,2,3", "model.width=100,200,400"]
+# Same-shape runs, the sweep packs are made for: 3 activations x 9 seeds of 784-200-200-10.
+PACKED_SWEEP = ["activation=relu,leaky,selu", "trainer.seed=range(0,9)"]
+PACKED_WAYS = ("basic", "packed")
+# Runs a command and prints the peak resident memory (KiB) of its process tree's largest member.
+PEAK_RSS = (
+    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:], "
+    "stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+    "sys.exit(code)"
+)
 
 
 def tutorial_config(
@@ -151,12 +165,18 @@ SWEEP_WAYS = {
         "hydra/launcher=cpu (a single-threaded worker process per core, longest runs first)",
         ["hydra/launcher=cpu"],
     ),
+    "packed": (
+        "hydra/launcher=packed (same-shape runs trained together, one batched pass per step)",
+        ["hydra/launcher=packed"],
+    ),
 }
 
 
 def sweep_seconds(
     root: Path, device: str, epochs: int, sweep: list[str], cwd: Path, way: str
-) -> float:
+) -> tuple[float, float]:
+    """The sweep through `src/run.py` the way `way` runs it, report included: (seconds, peak
+    resident memory of its process in MiB)."""
     command = [
         sys.executable,
         str(RUN_PY),
@@ -173,8 +193,11 @@ def sweep_seconds(
         f"report.name=bench_sweep_{way}",
     ]
     start = time.perf_counter()
-    subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, *command], cwd=cwd, check=True, capture_output=True
+    )
+    peak_kib = float(done.stdout.decode().split()[-1])
+    return time.perf_counter() - start, peak_kib / 1024
 
 
 def step_configs(
@@ -320,9 +343,15 @@ def parse_args() -> argparse.Namespace:
         "default: before,basic,cpu on the CPU, before,basic elsewhere",
     )
     parser.add_argument(
+        "--packed-epochs",
+        type=int,
+        default=10,
+        help="epochs of each run of the packed comparison (27 same-shape runs); 0: none",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
-        help="6,000 samples, 1 epoch, a 2-run sweep: seconds, for CI",
+        help="6,000 samples, 1 epoch, a 2-run sweep and a 4-run packed comparison: seconds, for CI",
     )
     return parser.parse_args()
 
@@ -366,22 +395,73 @@ def main() -> None:
             print_fit_line(result, run_settings, n_fit, n_eval, rate)
             results.append((result, run_settings, n_fit, n_eval))
         print_headline(results, rate, 1000 * min(tutorial), headline_mode(args, device))
-        if sweep_epochs == 0:
-            return
-        projected = runs * sweep_epochs * min(tutorial)
-        print(
-            f"sweep {' '.join(sweep)} ({runs} runs x {sweep_epochs} epochs), end to end with "
-            f"the report; the tutorial loop would need about {projected:,.0f} s for its training:"
-        )
-        first = None
-        for way in ways:
-            seconds = sweep_seconds(root, args.device, sweep_epochs, sweep, Path(tmp), way)
-            first = first or seconds
+        if sweep_epochs:
+            projected = runs * sweep_epochs * min(tutorial)
             print(
-                f"  {way}: {SWEEP_WAYS[way][0]}: {seconds:,.1f} s "
-                f"({first / seconds:.2f}x {ways[0]}; {projected / seconds:.1f}x the tutorial loop)"
+                f"sweep {' '.join(sweep)} ({runs} runs x {sweep_epochs} epochs), end to end with "
+                f"the report; the tutorial loop would need about {projected:,.0f} s for its "
+                "training:"
             )
-            print_sweep_breakdown(Path(tmp) / f"bench_sweep_{way}", seconds)
+            first = None
+            for way in ways:
+                seconds, _ = sweep_seconds(root, args.device, sweep_epochs, sweep, Path(tmp), way)
+                first = first or seconds
+                print(
+                    f"  {way}: {SWEEP_WAYS[way][0]}: {seconds:,.1f} s "
+                    f"({first / seconds:.2f}x {ways[0]}; {projected / seconds:.1f}x the tutorial "
+                    "loop)"
+                )
+                print_sweep_breakdown(Path(tmp) / f"bench_sweep_{way}", seconds)
+        packed_epochs = 1 if args.quick else args.packed_epochs
+        if packed_epochs:
+            packed_sweep = ["activation=relu,selu", "trainer.seed=0,1"] if args.quick else None
+            compare_packed(root, args.device, packed_epochs, Path(tmp), packed_sweep)
+
+
+def compare_packed(
+    root: Path, device: str, epochs: int, cwd: Path, sweep: list[str] | None = None
+) -> None:
+    """The same-shape sweep with the basic launcher, then packed: time, training per
+    member-epoch and peak memory, and each one's ratio to the basic launcher's."""
+    sweep = [*(sweep or PACKED_SWEEP), "model.depth=2", "model.width=200"]
+    runs = int(np.prod([len(_sweep_values(s)) for s in sweep[:-2]]))
+    print(
+        f"packed sweep {' '.join(sweep[:-2])} ({runs} runs of 784-200-200-10 x {epochs} "
+        "epochs), end to end with the report:"
+    )
+    first: dict[str, float] = {}
+    for way in PACKED_WAYS:
+        cwd_way = cwd / f"packed_{way}"
+        cwd_way.mkdir(exist_ok=True)
+        seconds, rss = sweep_seconds(root, device, epochs, sweep, cwd_way, way)
+        summaries = [
+            json.loads(p.read_text())
+            for p in (cwd_way / f"bench_sweep_{way}").glob("*/summary.json")
+        ]
+        member_epochs = sum(s["epochs_run"] for s in summaries)
+        per_member = 1000 * sum(s.get("train_s", 0.0) for s in summaries) / max(member_epochs, 1)
+        gpu = [s["gpu_memory_peak_mib"] for s in summaries if "gpu_memory_peak_mib" in s]
+        memory, where = (max(gpu), "GPU") if gpu else (rss, "process RSS")
+        figures = {"seconds": seconds, "member": per_member, "memory": memory}
+        first = first or figures
+        packs = sorted({s["pack"]["size"] for s in summaries if "pack" in s})
+        shape = f", packs of {'/'.join(map(str, packs))}" if packs else ""
+        modes = ", ".join(sorted({s.get("compile", "?") for s in summaries}))
+        print(
+            f"  {way}: {seconds:,.1f} s ({first['seconds'] / seconds:.2f}x basic); training "
+            f"{per_member:,.2f} ms per member-epoch ({first['member'] / per_member:.2f}x); "
+            f"peak {where} memory {memory:,.0f} MiB ({memory / first['memory']:.2f}x); "
+            f"steps: {modes}{shape}"
+        )
+
+
+def _sweep_values(override: str) -> list[str]:
+    """The values a sweep override takes: `a,b,c` or `range(start,stop)`."""
+    value = override.split("=", 1)[1]
+    if value.startswith("range("):
+        start, stop = (int(v) for v in value[6:-1].split(","))
+        return [str(v) for v in range(start, stop)]
+    return value.split(",")
 
 
 def sweep_ways(asked: str | None, device: torch.device) -> list[str]:
