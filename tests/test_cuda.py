@@ -97,3 +97,42 @@ def test_a_parallel_job_trains_on_its_gpu_and_records_it(tmp_path):
     gpu = summary["gpu"]
     assert gpu["index"] == job % count
     assert gpu["name"] == torch.cuda.get_device_name(job % count)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "adamw"])
+def test_a_captured_pack_trains_each_member_like_its_run_alone(optimizer):
+    from test_packed import LEARNING_RATES, MIXED, alone, assert_same_run, packed
+
+    jobs = [
+        [f"optimizer={optimizer}", f"optimizer.lr={lr}", "trainer.epochs=4", "trainer.tf32=false"]
+        + job
+        for job, lr in zip(MIXED, LEARNING_RATES[optimizer], strict=True)
+    ]
+    results = packed(*(job + ["trainer.compile=graph"] for job in jobs))
+    assert {r.compile for r in results} == {"graph"}  # captured, not the eager fallback
+    for job, result in zip(jobs, results, strict=True):
+        assert_same_run(alone(*job, "trainer.compile=none"), result)
+
+
+def test_a_pack_with_dropout_trains_with_eager_steps_on_cuda(caplog):
+    from test_packed import packed
+
+    results = packed(["model.dropout=0.2", "trainer.epochs=2"], ["trainer.epochs=2"])
+    assert {r.compile for r in results} == {"none"}
+    assert "CUDA graph capture failed (a pack with dropout is not captured" in caplog.text
+    assert all(r.status == "completed" for r in results)
+
+
+def test_a_packed_sweep_on_cuda_records_its_graph_and_memory(tmp_path):
+    from conftest import read_summary, run_cli
+
+    result = run_cli(
+        "-m", "hydra/launcher=packed", "data=digits", "trainer.epochs=2",
+        "activation=relu,tanh", "trainer.seed=0,1", "hydra.sweep.dir=sweep", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "CUDA graph steps" in result.stdout + result.stderr  # the pack's line
+    for job in "0123":
+        summary = read_summary(tmp_path / "sweep" / job)
+        assert summary["status"] == "completed" and summary["compile"] == "graph"
+        assert summary["pack"]["size"] == 4 and summary["gpu_memory_peak_mib"] > 0

@@ -40,7 +40,7 @@ from fitscope.rundir import (
     write_json_atomic,
 )
 from fitscope.train.console import Console
-from fitscope.train.data import make_splits
+from fitscope.train.data import Splits, make_splits
 from fitscope.train.environment import cluster_job
 from fitscope.train.loggers import make_loggers
 from fitscope.train.loop import FitResult, metric_columns
@@ -214,7 +214,8 @@ def run_pack(
         if not running:
             return refused, None
         record = {**pack, "size": len(running), "jobs": [m.job.number for m in running]}
-        members = [_member(m, record) for m in running]
+        data: dict[str, Splits] = {}  # each split once, however many members share it
+        members = [_member(m, record, data) for m in running]
         settings = running[0].settings
         timing = PackTiming(len(members))
 
@@ -280,12 +281,16 @@ def _start(job: PackJob) -> _Running | None:
     return member
 
 
-def _member(running: _Running, pack: Mapping[str, Any]) -> Member:
-    """The pack member of a started job: its data, its model built as a run alone builds it
-    (`trainer.seed` first), and the callbacks that write its rows."""
+def _member(running: _Running, pack: Mapping[str, Any], data: dict[str, Splits]) -> Member:
+    """The pack member of a started job: its data (from `data` when a member before it has the
+    same split), its model built as a run alone builds it (`trainer.seed` first), and the
+    callbacks that write its rows."""
     plain, settings, summary = running.plain, running.settings, running.summary
     device = settings.device
-    splits = make_splits(plain["data"], device, settings.train_eval_samples)
+    key = json.dumps([plain["data"], settings.train_eval_samples], sort_keys=True, default=str)
+    if key not in data:
+        data[key] = make_splits(plain["data"], device, settings.train_eval_samples)
+    splits = data[key]
     settings, budget = with_step_budget(settings, len(splits.x_train))
     running.settings = settings
     running.console.epochs = settings.epochs
