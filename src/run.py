@@ -79,8 +79,21 @@ def _remove_fresh_job_folder(folder: Path, remove_parent: bool) -> None:
         pass  # left as it is: the error line says what went wrong
 
 
+def _sweep_of_this_command() -> str | None:
+    """The sweep folder of this multirun command, once Hydra has composed it (a launcher that
+    trains outside the task function, such as the packed one, never sets `_JOB`)."""
+    try:
+        hydra_cfg = HydraConfig.get()
+        return str(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    except Exception:  # noqa: BLE001 - not composed yet: the general line
+        return None
+
+
 def _interrupted() -> str:
     """The line for Ctrl-C: how to go on and, for a sweep, how to build its report."""
+    sweep = None if _JOB else _sweep_of_this_command()
+    if sweep is not None:
+        _JOB.update(key="hydra.sweep.dir", folder=sweep)
     if not _JOB:  # before the first run, or runs in other processes (a parallel launcher)
         return (
             "interrupted; a sweep goes on where it stopped when you run the same command with "

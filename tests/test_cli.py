@@ -210,6 +210,27 @@ def test_interrupted_sweep_says_how_to_finish_it_and_build_its_report(tmp_path):
     )
 
 
+def test_interrupted_packed_sweep_marks_every_member_and_says_how_to_finish_it(tmp_path):
+    proc, run_dir = _start_long_run(tmp_path, "-m", "hydra/launcher=packed", "activation=relu,tanh")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in out + err
+    for job in "01":  # both members of the pack: failed (interrupted), their epochs kept
+        summary = read_summary(run_dir.parent / job)
+        assert summary["status"] == "failed" and summary["error"].startswith("interrupted")
+        assert summary["pack"]["size"] == 2 and summary["epochs_run"] >= 2
+        assert f"#{job} activation=" in out
+    assert out.count(": interrupted at epoch ") == 2
+    sweep = run_dir.parent.relative_to(tmp_path)
+    assert err.strip() == (
+        "sweep interrupted; to finish it (completed runs are skipped): python src/run.py -m "
+        "hydra/launcher=packed activation=relu,tanh data=mnist5k trainer.epochs=10000 "
+        f"trainer.console=quiet model.width=64 hydra.sweep.dir={sweep} ; its report so far: "
+        f"python src/report.py {sweep}"
+    )
+
+
 def test_the_same_sweep_started_twice_at_once_trains_each_run_once(tmp_path):
     # as when the README's resume command is started while the first is still running
     args = [

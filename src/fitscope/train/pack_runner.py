@@ -234,6 +234,9 @@ def run_pack(
             if not member.ended:
                 member.summary.update(status="failed", error=_failure_reason(error))
                 _close(member)
+                if isinstance(error, KeyboardInterrupt):  # what each interrupted run kept
+                    where = display_path(member.job.out_dir)
+                    member.console.finished(member.job.label, member.summary, where)
         raise
 
 

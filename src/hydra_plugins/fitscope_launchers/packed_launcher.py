@@ -73,6 +73,9 @@ class PackedLauncher(Launcher):
                 f"hydra.launcher.max_members={self.max_members} is invalid: expected an integer "
                 ">= 1, or null (as many as the device's free memory holds)"
             )
+        # the sweep's own config while no job runs (the basic launcher leaves none): what
+        # src/run.py's Ctrl-C line reads the sweep folder from
+        HydraConfig.instance().set_config(self.config)
         configs = [
             self._job_config(initial_job_idx + i, overrides)
             for i, overrides in enumerate(job_overrides)
