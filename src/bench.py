@@ -427,7 +427,7 @@ def compare_packed(
     runs = int(np.prod([len(_sweep_values(s)) for s in sweep[:-2]]))
     print(
         f"packed sweep {' '.join(sweep[:-2])} ({runs} runs of 784-200-200-10 x {epochs} "
-        "epochs), end to end with the report:"
+        f"epoch{'' if epochs == 1 else 's'}), end to end with the report:"
     )
     first: dict[str, float] = {}
     for way in PACKED_WAYS:

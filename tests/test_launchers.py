@@ -179,7 +179,7 @@ def test_benchmark_quick_prints_both_loops_and_the_ratio(tmp_path):
     assert any("steps: none" in line for line in lines if line.startswith("    runs "))
     # the same-shape sweep, basic then packed: time, training per member-epoch, memory, ratios
     packed = lines[lines.index(next(line for line in lines if line.startswith("packed sweep"))) :]
-    assert "(4 runs of 784-200-200-10 x 1 epochs)" in packed[0]
+    assert "(4 runs of 784-200-200-10 x 1 epoch)" in packed[0]
     assert packed[1].startswith("  basic: ") and "(1.00x basic)" in packed[1]
     assert packed[2].startswith("  packed: ") and packed[2].endswith("packs of 4")
     assert "ms per member-epoch" in packed[2] and "peak process RSS memory" in packed[2]

@@ -210,7 +210,8 @@ def _pack_line(number: int, packs: int, timing: Any) -> str:
     per_epoch = timing.seconds / max(timing.epochs, 1)
     per_member = 1000 * timing.train_seconds / max(timing.member_epochs, 1)
     return (
-        f"pack {number}/{packs}: {timing.members} runs, {timing.epochs} epochs in "
+        f"pack {number}/{packs}: {timing.members} runs, {timing.epochs} "
+        f"epoch{'' if timing.epochs == 1 else 's'} in "
         f"{timing.seconds:.1f}s ({per_epoch:.2f}s per epoch; training {per_member:.1f} ms per "
         f"member-epoch, {'CUDA graph' if timing.compile == 'graph' else 'eager'} steps)"
     )
