@@ -309,7 +309,12 @@ def test_a_pack_that_fails_trains_its_runs_one_by_one(tmp_path, monkeypatch):
         "argv",
         ["run.py", "-m", *SWEEP, "hydra/launcher=packed", "hydra.sweep.dir=sweep"],
     )
-    monkeypatch.syspath_prepend(str(REPO / "src"))
+    monkeypatch.syspath_prepend(str(REPO / "src"))  # as `python src/run.py` has it
+    from hydra.core.plugins import Plugins
+    from hydra.core.singleton import Singleton
+
+    # Hydra finds its plugins once per process: again, now that src/ is on the path
+    monkeypatch.delitem(Singleton._instances, Plugins, raising=False)
     import run
 
     run.main()

@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import math
-import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from fitscope.config import config_hash, flatten_config
+from fitscope.config import flatten_config
 from fitscope.rundir import (
     CHECKPOINT_FILE,
     METRICS_FILE,
@@ -34,15 +33,11 @@ from fitscope.rundir import (
     MetricsWriter,
     RunLocked,
     display_path,
-    rerun_command,
     run_lock,
-    write_config,
     write_json_atomic,
 )
 from fitscope.train.console import Console
 from fitscope.train.data import Splits, make_splits
-from fitscope.train.environment import cluster_job
-from fitscope.train.loggers import make_loggers
 from fitscope.train.loop import FitResult, metric_columns
 from fitscope.train.models import build_mlp, mlp_args, save_checkpoint
 from fitscope.train.packed import Member, PackTiming, fit_pack
@@ -51,13 +46,13 @@ from fitscope.train.runner import (
     _environment,
     _failure_reason,
     _fit_summary,
-    _hparams,
     _metrics,
     _now,
     _show_predictions,
     _test,
-    _unfinished_status,
-    _visdom_env,
+    log_restart,
+    open_run_folder,
+    start_summary,
 )
 from fitscope.train.settings import TrainerSettings, validate, with_step_budget
 from fitscope.train.steps import math_modes
@@ -252,31 +247,12 @@ def _start(job: PackJob) -> _Running | None:
         lock.close()
         return None
     console_mode = plain["trainer"]["console"]
-    earlier = _unfinished_status(job.out_dir)
-    if earlier and console_mode != "quiet":
-        log.info(f"{job.label}: the {earlier} run in {display_path(job.out_dir)} starts over")
-    summary: dict[str, Any] = {
-        "status": "running",
-        "error": None,
-        "overrides": list(job.overrides),
-        "choices": dict(job.choices),
-        "command": rerun_command(job.overrides),
-        "started_at": _now(),
-        "epochs": settings.epochs,
-        "epochs_run": 0,
-        "seed": settings.seed,
-        "config_hash": config_hash(job.cfg),
-        "host": socket.gethostname(),
-        "cluster_job": cluster_job(),
-    }
-    member = _Running(
-        job, plain, settings, summary, Console(console_mode, True, settings.epochs), [], lock=lock
-    )
+    log_restart(job.out_dir, job.label, console_mode)
+    summary = start_summary(job.cfg, settings, job.overrides, job.choices)
+    console = Console(console_mode, True, settings.epochs)
+    member = _Running(job, plain, settings, summary, console, [], lock=lock)
     try:
-        write_json_atomic(job.out_dir / SUMMARY_FILE, summary)
-        write_config(job.cfg, job.out_dir)
-        env, hparams = _visdom_env(job.out_dir), _hparams(plain)
-        member.loggers = make_loggers(plain.get("logger"), job.out_dir, job.overrides, env, hparams)
+        member.loggers = open_run_folder(job.cfg, plain, job.out_dir, job.overrides, summary)
     except BaseException as error:
         summary.update(status="failed", error=_failure_reason(error))
         _close(member)

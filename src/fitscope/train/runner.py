@@ -103,30 +103,12 @@ def _run_locked(
         if console_mode != "quiet":
             log.info(f"{label}: skipped, already completed in {out_dir}")
         return previous
-    earlier = _unfinished_status(out_dir)
-    if earlier and console_mode != "quiet":  # a resumed sweep, or a requeued cluster job
-        log.info(f"{label}: the {earlier} run in {display_path(out_dir)} starts over")
+    log_restart(out_dir, label, console_mode)
     start = time.perf_counter()
-    summary: dict[str, Any] = {
-        "status": "running",
-        "error": None,
-        "overrides": list(overrides),
-        "choices": dict(choices or {}),
-        "command": rerun_command(overrides),
-        "started_at": _now(),
-        "epochs": settings.epochs,
-        "epochs_run": 0,
-        "seed": settings.seed,
-        "config_hash": config_hash(cfg),
-        "host": socket.gethostname(),
-        "cluster_job": cluster_job(),  # which job to scancel while it runs
-    }
+    summary = start_summary(cfg, settings, overrides, choices)
     console = Console(console_mode, in_sweep, settings.epochs)
     try:
-        write_json_atomic(out_dir / SUMMARY_FILE, summary)
-        write_config(cfg, out_dir)
-        env, hparams = _visdom_env(out_dir), _hparams(plain)
-        loggers = make_loggers(plain.get("logger"), out_dir, overrides, env, hparams)
+        loggers = open_run_folder(cfg, plain, out_dir, overrides, summary)
         try:
             with math_modes(settings), _current_gpu(settings.device):
                 _train(plain, settings, out_dir, summary, console, loggers)
@@ -142,6 +124,51 @@ def _run_locked(
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
         console.finished(label, summary, display_path(out_dir))
     return summary
+
+
+def log_restart(out_dir: Path, label: str, console_mode: str) -> None:
+    """One line when the folder holds a run that did not complete (a resumed sweep, a
+    requeued cluster job): it starts over."""
+    earlier = _unfinished_status(out_dir)
+    if earlier and console_mode != "quiet":
+        log.info(f"{label}: the {earlier} run in {display_path(out_dir)} starts over")
+
+
+def open_run_folder(
+    cfg: DictConfig,
+    plain: Mapping[str, Any],
+    out_dir: Path,
+    overrides: Sequence[str],
+    summary: Mapping[str, Any],
+) -> list[Any]:
+    """Write the starting summary.json and config.yaml; the run's loggers, opened."""
+    write_json_atomic(out_dir / SUMMARY_FILE, summary)
+    write_config(cfg, out_dir)
+    env, hparams = _visdom_env(out_dir), _hparams(plain)
+    return make_loggers(plain.get("logger"), out_dir, overrides, env, hparams)
+
+
+def start_summary(
+    cfg: DictConfig,
+    settings: TrainerSettings,
+    overrides: Sequence[str],
+    choices: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """What summary.json says when a run starts (status `running`)."""
+    return {
+        "status": "running",
+        "error": None,
+        "overrides": list(overrides),
+        "choices": dict(choices or {}),
+        "command": rerun_command(overrides),
+        "started_at": _now(),
+        "epochs": settings.epochs,
+        "epochs_run": 0,
+        "seed": settings.seed,
+        "config_hash": config_hash(cfg),
+        "host": socket.gethostname(),
+        "cluster_job": cluster_job(),  # which job to scancel while it runs
+    }
 
 
 def _current_gpu(device: torch.device) -> contextlib.AbstractContextManager:
