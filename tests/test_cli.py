@@ -221,6 +221,9 @@ def test_interrupted_packed_sweep_marks_every_member_and_says_how_to_finish_it(t
         assert summary["status"] == "failed" and summary["error"].startswith("interrupted")
         assert summary["pack"]["size"] == 2 and summary["epochs_run"] >= 2
         assert f"#{job} activation=" in out
+        folder = run_dir.parent / job  # Hydra's files are there from the start, as for any run
+        assert {p.name for p in (folder / ".hydra").iterdir()} >= {"config.yaml", "overrides.yaml"}
+        assert ": interrupted at epoch " in (folder / "run.log").read_text()
     assert out.count(": interrupted at epoch ") == 2
     sweep = run_dir.parent.relative_to(tmp_path)
     assert err.strip() == (
@@ -231,12 +234,14 @@ def test_interrupted_packed_sweep_marks_every_member_and_says_how_to_finish_it(t
     )
 
 
-def test_the_same_sweep_started_twice_at_once_trains_each_run_once(tmp_path):
+@pytest.mark.parametrize("launcher", ["basic", "packed"])
+def test_the_same_sweep_started_twice_at_once_trains_each_run_once(launcher, tmp_path):
     # as when the README's resume command is started while the first is still running
     args = [
         sys.executable,
         str(RUN_PY),
         "-m",
+        f"hydra/launcher={launcher}",
         *QUICK,
         "trainer.epochs=30",
         "activation=relu,tanh,selu",

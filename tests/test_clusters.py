@@ -309,7 +309,9 @@ def test_parallel_jobs_spread_over_the_visible_gpus(setting, slot, count, expect
 def test_only_launchers_that_run_jobs_side_by_side_spread_them():
     basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
     joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    packed = "hydra_plugins.fitscope_launchers.packed_launcher.PackedLauncher"
     assert gpu_slot(basic, 3) is None
+    assert gpu_slot(packed, 3) is None  # its packs and runs alone share its process and device
     assert gpu_slot(joblib, 3) == 3
 
 

@@ -155,17 +155,50 @@ def test_members_on_other_folds_train_on_their_own_split():
     assert len({r.rows[0]["val_loss"] for r in results}) == 3
 
 
+# Five folds of digits' 1,437 training samples: 1,149 or 1,150 per training part, so with
+# batches of 383 some members take 3 steps an epoch and others 4 (padding and step masks).
+FOLDS = ["data.folds=5", "trainer.batch_size=383", "trainer.epochs=3"]
+
+
+def fold_with_steps(steps: int) -> str:
+    for fold in range(5):
+        plain, settings, splits, _ = prepared(*FOLDS, f"data.fold={fold}")
+        if math.ceil(len(splits.x_train) / settings.batch_size) == steps:
+            return f"data.fold={fold}"
+    raise AssertionError(f"no fold takes {steps} steps")
+
+
+def test_members_with_fewer_steps_per_epoch_train_as_alone():
+    short, long = fold_with_steps(3), fold_with_steps(4)
+    jobs = [
+        [*FOLDS, short, "optimizer=adam", "optimizer.grad_clip=1.0"],
+        [*FOLDS, long, "optimizer=adam", "activation=tanh", "trainer.seed=1"],
+    ]
+    for job, result in zip(jobs, packed(*jobs), strict=True):
+        assert_same_run(alone(*job), result)
+
+
 def test_a_members_dropout_does_not_depend_on_who_shares_its_pack():
-    dropped = ["model.dropout=0.3", "trainer.seed=5", "trainer.epochs=3"]
-    first = packed(dropped, ["activation=tanh", "trainer.seed=1", "trainer.epochs=3"])[0]
-    second = packed(
-        ["activation=elu", "trainer.seed=9", "trainer.epochs=2"],
+    short, long = fold_with_steps(3), fold_with_steps(4)
+    dropped = [*FOLDS, short, "model.dropout=0.3", "trainer.seed=5"]
+    first = packed(dropped, [*FOLDS, short, "activation=tanh", "trainer.seed=1"])[0]
+    second = packed(  # other mates: more steps per epoch, fewer epochs, other dropout
+        [*FOLDS, long, "activation=elu", "trainer.seed=9", "trainer.epochs=2"],
         dropped,
-        ["model.dropout=0.5", "trainer.seed=5", "trainer.epochs=3"],
+        [*FOLDS, long, "model.dropout=0.5", "trainer.seed=5"],
     )[1]
     pd.testing.assert_frame_equal(frame(first), frame(second), rtol=1e-5, atol=1e-7)
-    without = alone("trainer.seed=5", "trainer.epochs=3")
+    without = alone(*FOLDS, short, "trainer.seed=5")
     assert first.rows[-1]["train_loss"] != pytest.approx(without.rows[-1]["train_loss"])
+
+
+def test_runs_a_pack_cannot_train_as_asked_train_alone():
+    jobs = jobs_of(
+        ["trainer.seed=1"], ["trainer.seed=2"], ["trainer.compile=torch_compile"],
+        ["trainer.compile=torch_compile", "trainer.seed=3"],
+    )  # fmt: skip
+    packs, single = plan(jobs, max_members=None)
+    assert packs == [[0, 1]] and single == [2, 3]  # compiled alone, as asked
 
 
 def test_a_pack_without_diagnostics_keeps_clipping_per_member():
@@ -322,3 +355,33 @@ def test_a_pack_that_fails_trains_its_runs_one_by_one(tmp_path, monkeypatch):
     for job in "0123":
         summary = read_summary(tmp_path / "sweep" / job)
         assert summary["status"] == "completed" and "pack" not in summary
+
+
+def test_clipping_leaves_a_member_without_grad_clip_alone_whatever_its_norm():
+    from fitscope.train.packed import PackStep
+
+    members = [member("optimizer.grad_clip=1.0"), member("trainer.seed=1")]
+    step = PackStep(members, members[0].settings)
+    for p in step.params:  # finite gradients whose norm overflows float32 for the second
+        p.grad = torch.full_like(p, 1.0)
+        p.grad[1] = 1e30
+    step._norms_and_clip()
+    assert all(torch.equal(p.grad[1], torch.full_like(p.grad[1], 1e30)) for p in step.params)
+    total = math.sqrt(sum(p[0].numel() for p in step.params))
+    assert step.params[0].grad[0, 0, 0].item() == pytest.approx(1 / total, rel=1e-5)  # clipped
+
+
+def test_a_run_completed_meanwhile_by_another_process_is_handed_back_untouched(tmp_path):
+    from fitscope.train.pack_runner import run_pack
+    from fitscope.train.runner import run
+
+    done = compose_cfg(*BASE, "trainer.epochs=1")
+    run(done, tmp_path / "0")  # another process completed it after this sweep was planned
+    files = [f for f in (tmp_path / "0").iterdir() if f.is_file() and f.name != ".lock"]
+    before = {f.name: f.read_bytes() for f in files}
+    other = compose_cfg(*BASE, "trainer.epochs=1", "trainer.seed=1")
+    jobs = [PackJob(done, tmp_path / "0", number=0), PackJob(other, tmp_path / "1", number=1)]
+    refused, timing = run_pack(jobs, {"number": 1, "of": 1})
+    assert [job.number for job in refused] == [0] and timing.members == 1
+    assert {f.name: f.read_bytes() for f in files} == before
+    assert jobs[1].summary["status"] == "completed"

@@ -59,8 +59,9 @@ def interrupted_line(label: str, summary: Mapping[str, Any], run_dir: str) -> st
 
 
 class Console:
-    def __init__(self, mode: str, in_sweep: bool, epochs: int) -> None:
+    def __init__(self, mode: str, in_sweep: bool, epochs: int, label: str | None = None) -> None:
         self.epochs = epochs
+        self.label = label  # before each epoch line: runs that train together (a pack)
         self.show_epochs = mode == "epochs" or (mode == "auto" and not in_sweep)
         self.show_runs = mode != "quiet"
         self.in_sweep = in_sweep
@@ -82,7 +83,8 @@ class Console:
 
     def epoch(self, row: Mapping[str, float]) -> None:
         if self.show_epochs:
-            log.info(epoch_line(row, self.epochs))
+            line = epoch_line(row, self.epochs)
+            log.info(f"{self.label}: {line}" if self.label else line)
         if self._bar is not None and row["epoch"] >= 1:  # epoch 0: the untrained network
             self._bar.update(1)
 

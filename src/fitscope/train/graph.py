@@ -191,7 +191,7 @@ GRAPH_CACHE: GraphCache = GraphCache()
 _CAPTURE_STREAMS: dict[torch.device, list[torch.cuda.Stream]] = {}
 
 
-def _capture_stream(device: torch.device) -> torch.cuda.Stream:
+def capture_stream(device: torch.device) -> torch.cuda.Stream:
     """A capture stream of `device` that no cached graph step uses."""
     if device not in _CAPTURE_STREAMS:
         # consecutive streams of PyTorch's pool (32 per device), so all distinct
@@ -238,7 +238,7 @@ def graph_step(
     if step is None:
         while len(GRAPH_CACHE) >= GRAPH_CACHE_SIZE:
             GRAPH_CACHE.popitem(last=False)  # before capture, so its stream is free again
-        stream = _capture_stream(x.device) if capture else None
+        stream = capture_stream(x.device) if capture else None
         step = GraphStep(copy.deepcopy(model), optimizer_cfg, settings, x, y, stream)
     else:
         step.load([*model.parameters(), *model.buffers()], float(optimizer_cfg["lr"]))

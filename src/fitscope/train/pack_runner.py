@@ -32,6 +32,7 @@ from fitscope.rundir import (
     SUMMARY_FILE,
     MetricsWriter,
     RunLocked,
+    completed_summary,
     display_path,
     run_lock,
     write_json_atomic,
@@ -97,6 +98,9 @@ class PackJob:
     label: str = "run"
     number: int = 0  # the job number
     summary: dict[str, Any] | None = None
+    prepare: Callable[[], None] | None = None  # once its folder is locked: the launcher's files
+    log_file: Path | None = None  # its log (run.log), and the format of its lines
+    log_format: tuple[str | None, str | None] = (None, None)
 
 
 def splits_packs(key: str) -> bool:
@@ -125,8 +129,11 @@ def plan(
         if index in skip:
             continue
         try:
-            plain, _ = validate(job.cfg)
+            plain, settings = validate(job.cfg)
         except Exception:  # noqa: BLE001 - the job itself says what is wrong
+            alone.append(index)
+            continue
+        if not packable(plain, settings):
             alone.append(index)
             continue
         groups.setdefault(pack_key(plain), []).append(index)
@@ -142,6 +149,16 @@ def plan(
             part = members[start : start + size]
             packs.append(sorted(part, key=lambda i: _activation_key(jobs[i].cfg)))
     return packs, sorted(alone)
+
+
+def packable(plain: Mapping[str, Any], settings: TrainerSettings) -> bool:
+    """False for a run that asks for what a pack does not do: `trainer.compile=torch_compile`
+    (a pack's step is not compiled), or a CUDA graph that must be captured
+    (`trainer.compile=graph`) with dropout (a pack with dropout trains with eager steps)."""
+    if settings.compile == "torch_compile":
+        return False
+    needs_graph = settings.compile == "graph" and not settings.graph_fallback
+    return not (needs_graph and plain["model"]["dropout"] > 0)
 
 
 def _activation_key(cfg: DictConfig) -> str:
@@ -237,7 +254,8 @@ def run_pack(
 
 def _start(job: PackJob) -> _Running | None:
     """Lock the job's folder and write what a run writes when it starts; None when another
-    process holds the folder."""
+    process holds the folder or, by now, has completed its run there (the caller runs the job
+    as the basic launcher does, which says so)."""
     plain, settings = validate(job.cfg)
     job.out_dir.mkdir(parents=True, exist_ok=True)
     lock = contextlib.ExitStack()
@@ -246,10 +264,18 @@ def _start(job: PackJob) -> _Running | None:
     except RunLocked:
         lock.close()
         return None
+    if completed_summary(job.out_dir) is not None:
+        lock.close()
+        return None
     console_mode = plain["trainer"]["console"]
+    log_handler = _member_log(job)
+    if log_handler is not None:
+        lock.callback(_remove_handler, log_handler)
+    if job.prepare is not None:
+        job.prepare()
     log_restart(job.out_dir, job.label, console_mode)
     summary = start_summary(job.cfg, settings, job.overrides, job.choices)
-    console = Console(console_mode, True, settings.epochs)
+    console = Console(console_mode, True, settings.epochs, label=job.label)
     member = _Running(job, plain, settings, summary, console, [], lock=lock)
     try:
         member.loggers = open_run_folder(job.cfg, plain, job.out_dir, job.overrides, summary)
@@ -258,6 +284,29 @@ def _start(job: PackJob) -> _Running | None:
         _close(member)
         raise
     return member
+
+
+def _member_log(job: PackJob) -> logging.Handler | None:
+    """A handler that writes to the job's log (run.log) what fitscope says of this member while
+    its pack trains, and what it says of the whole pack (a line not about another run)."""
+    if job.log_file is None:
+        return None
+    handler = logging.FileHandler(job.log_file, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(*job.log_format))
+    mine = f"{job.label}:"
+
+    def about_this_member(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return message.startswith(mine) or not message.startswith("#")
+
+    handler.addFilter(about_this_member)
+    logging.getLogger("fitscope").addHandler(handler)
+    return handler
+
+
+def _remove_handler(handler: logging.Handler) -> None:
+    logging.getLogger("fitscope").removeHandler(handler)
+    handler.close()
 
 
 def _member(running: _Running, pack: Mapping[str, Any], data: dict[str, Splits]) -> Member:

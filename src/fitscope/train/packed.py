@@ -54,7 +54,7 @@ from fitscope.train.diagnostics import (
     linear_layers,
     measure_stride,
 )
-from fitscope.train.graph import WARMUP_STEPS
+from fitscope.train.graph import GRAPH_CACHE, WARMUP_STEPS, capture_stream
 from fitscope.train.loop import (
     FitResult,
     _row,
@@ -199,7 +199,7 @@ class PackStep:
     Captured as one CUDA graph when given a capture stream (see `fitscope.train.graph`)."""
 
     def __init__(
-        self, members: Sequence[Member], settings: TrainerSettings, capture_stream: Any = None
+        self, members: Sequence[Member], settings: TrainerSettings, stream: Any = None
     ) -> None:
         self.members = members
         self.device = device = members[0].splits.x_train.device
@@ -259,15 +259,16 @@ class PackStep:
         self.grad_clip = torch.tensor(
             [math.inf if c is None else float(c) for c in clips], device=device
         )
+        self.clipping = torch.tensor([c is not None for c in clips], device=device)
         self.diagnostics = settings.diagnostics
-        self.captured = capture_stream is not None
+        self.captured = stream is not None
         self.strides = [measure_stride(s, self.captured) for s in self.member_steps]
         rows = max(math.ceil(s / k) for s, k in zip(self.member_steps, self.strides, strict=True))
         self.norms = torch.zeros(rows, self.size, len(self.params), device=device)
         self.totals = torch.zeros(self.steps, self.size, device=device)
         self.monitors = [self._monitor(m, i, clips[i]) for i, m in enumerate(members)]
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.stream = capture_stream
+        self.stream = stream
         self.eager_step = 0
         self._prepare()
 
@@ -308,10 +309,12 @@ class PackStep:
 
     def _dropout_mask(self, shape: torch.Size) -> torch.Tensor:
         """Per member: 1 / (1 - p) where a unit is kept, 0 where dropped (nn.Dropout's scaling),
-        drawn from the member's own generator; ones for members without dropout."""
+        drawn from the member's own generator on the member's own steps only (so its masks do
+        not depend on its pack-mates' step counts); ones for members without dropout. Packs
+        with dropout train with eager steps: `eager_step` is the step number."""
         masks = []
-        for p, generator in zip(self.dropout, self.generators, strict=True):
-            if generator is None:
+        for m, (p, generator) in enumerate(zip(self.dropout, self.generators, strict=True)):
+            if generator is None or self.eager_step >= self.member_steps[m]:
                 masks.append(torch.ones(shape, device=self.device))
             else:
                 draw = torch.rand(shape, device=self.device, generator=generator)
@@ -364,7 +367,10 @@ class PackStep:
         if self.clips:
             total = torch.linalg.vector_norm(norms, dim=1)
             self.totals.index_copy_(0, self.index, total[None])
-            coef = (self.grad_clip / (total + 1e-6)).clamp(max=1.0)  # clip_grads_with_norm_
+            # clip_grads_with_norm_'s coefficient; exactly 1 for members without grad_clip,
+            # whatever their norm (inf / inf would be NaN)
+            coef = (self.grad_clip / (total + 1e-6)).clamp(max=1.0)
+            coef = torch.where(self.clipping, coef, 1.0)
             for g in grads:
                 g.mul_(coef.view(-1, 1, 1))
 
@@ -384,8 +390,6 @@ class PackStep:
         side = self.stream
         if side is None:
             return
-        if any(generator is not None for generator in self.generators):
-            raise RuntimeError("a pack with dropout is not captured (a generator per member)")
         initial = [p.detach().clone() for p in self.params]
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
@@ -476,15 +480,24 @@ def _dropout_generator(seed: int, device: torch.device) -> torch.Generator:
 def make_pack_step(members: Sequence[Member], settings: TrainerSettings) -> PackStep:
     """The pack's step, captured as a CUDA graph when `trainer.compile` is graph (on CUDA);
     a capture that fails is logged and the pack trains with eager steps when `auto` chose the
-    graph, an error with `trainer.compile=graph`."""
-    if settings.compile == "graph":
-        try:
-            return PackStep(members, settings, torch.cuda.Stream(settings.device))
-        except RuntimeError as error:
-            if not settings.graph_fallback:
-                raise
-            reason = " ".join(str(error).split())[:300]
-            log.warning(f"packed: CUDA graph capture failed ({reason}); eager steps")
+    graph, an error with `trainer.compile=graph`. A pack with dropout trains with eager steps
+    (its members' dropout generators are not captured; `plan` trains such runs alone when
+    `trainer.compile=graph` asks for a graph)."""
+    if settings.compile != "graph":
+        return PackStep(members, settings)
+    if any(m.dropout > 0 for m in members):
+        log.info("packed: a pack with dropout trains with eager steps (not a CUDA graph)")
+        return PackStep(members, settings)
+    # the graphs of single runs this process keeps are dropped, so that the pack's capture
+    # stream is one no live graph uses (see fitscope.train.graph: capture streams)
+    GRAPH_CACHE.clear()
+    try:
+        return PackStep(members, settings, capture_stream(settings.device))
+    except RuntimeError as error:
+        if not settings.graph_fallback:
+            raise
+        reason = " ".join(str(error).split())[:300]
+        log.warning(f"packed: CUDA graph capture failed ({reason}); eager steps")
     return PackStep(members, settings)
 
 

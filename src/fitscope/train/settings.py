@@ -157,8 +157,10 @@ def job_device(device: torch.device, setting: str, gpu_slot: int | None) -> torc
 def gpu_slot(launcher_target: str, job_num: int) -> int | None:
     """The slot `job_device` spreads a sweep's job by: its job number, when its launcher may
     run jobs side by side (any but Hydra's basic launcher, which runs one after another in one
-    process and keeps the prepared data on one device)."""
-    return None if launcher_target.endswith(".BasicLauncher") else job_num
+    process and keeps the prepared data on one device, and fitscope's packed launcher, whose
+    packs and runs alone all train in its process, on one device)."""
+    one_device = (".BasicLauncher", ".PackedLauncher")
+    return None if launcher_target.endswith(one_device) else job_num
 
 
 def _resolve_compile(mode: str, device_name: str, device: torch.device) -> str:

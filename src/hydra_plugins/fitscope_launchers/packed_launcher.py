@@ -30,6 +30,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import (
     JobReturn,
+    _save_config,
     configure_log,
     filter_overrides,
     run_job,
@@ -151,6 +152,7 @@ class PackedLauncher(Launcher):
             k: v for k, v in config.hydra.runtime.choices.items() if not k.startswith("hydra/")
         }
         number = int(config.hydra.job.num)
+        log_file, log_format = _job_log(config)
         return PackJob(
             cfg=task,
             out_dir=Path(config.hydra.runtime.output_dir),
@@ -158,6 +160,9 @@ class PackedLauncher(Launcher):
             choices=choices,
             label=f"#{number} {' '.join(overrides)}".strip(),
             number=number,
+            prepare=lambda: _save_job_files(config, task),
+            log_file=log_file,
+            log_format=log_format,
         )
 
     def _run(self, config: DictConfig, task_function: TaskFunction | None = None) -> JobReturn:
@@ -190,6 +195,29 @@ class PackedLauncher(Launcher):
             return best["val_loss"] if best else float("inf")
 
         return self._run(config, ended)
+
+
+def _save_job_files(config: DictConfig, task: DictConfig) -> None:
+    """The job's `.hydra/` files (config, hydra, overrides), as Hydra writes them when a job
+    starts (`hydra.core.utils.run_job`, which writes them again when the member ends)."""
+    if config.hydra.output_subdir is None:
+        return
+    folder = Path(config.hydra.runtime.output_dir) / str(config.hydra.output_subdir)
+    _save_config(task, "config.yaml", folder)
+    _save_config(OmegaConf.masked_copy(config, "hydra"), "hydra.yaml", folder)
+    _save_config(config.hydra.overrides.task, "overrides.yaml", folder)
+
+
+def _job_log(config: DictConfig) -> tuple[Path | None, tuple[str | None, str | None]]:
+    """The job's log file (`hydra.job_logging`'s file handler: run.log) and its line format;
+    (None, ...) when the job logging has no file."""
+    handler = OmegaConf.select(config, "hydra.job_logging.handlers.file", default=None)
+    if handler is None or handler.get("filename") is None:
+        return None, (None, None)
+    formatter = OmegaConf.select(
+        config, f"hydra.job_logging.formatters.{handler.get('formatter', 'simple')}", default={}
+    )
+    return Path(str(handler.filename)), (formatter.get("format"), formatter.get("datefmt"))
 
 
 def _refused_or_done(job: Any) -> bool:
