@@ -450,7 +450,7 @@ def compare_packed(
         print(
             f"  {way}: {seconds:,.1f} s ({first['seconds'] / seconds:.2f}x basic); training "
             f"{per_member:,.2f} ms per member-epoch ({first['member'] / per_member:.2f}x); "
-            f"peak {where} memory {memory:,.0f} MiB ({memory / first['memory']:.2f}x); "
+            f"peak {where} memory {memory:,.0f} MiB ({memory / first['memory']:.2f}x basic's); "
             f"steps: {modes}{shape}"
         )
 

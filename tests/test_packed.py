@@ -326,14 +326,17 @@ def test_a_packed_sweep_refuses_a_bad_job_in_one_line_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_pack_that_fails_trains_its_runs_one_by_one(tmp_path, monkeypatch):
+def test_a_pack_that_fails_trains_its_runs_one_by_one(tmp_path, monkeypatch, capsys):
     import fitscope.train.pack_runner as pack_runner
 
-    calls = []
+    real = pack_runner.fit_pack
 
     def broken(members, on_end=None, timing=None):
-        calls.append(len(members))
-        raise RuntimeError("CUDA out of memory (simulated)")
+        def first_ends_then_error(m, result):  # one member has ended and returned, then
+            on_end(m, result)
+            raise RuntimeError("CUDA out of memory (simulated)")
+
+        return real(members, first_ends_then_error, timing)
 
     monkeypatch.setattr(pack_runner, "fit_pack", broken)
     monkeypatch.chdir(tmp_path)
@@ -351,10 +354,14 @@ def test_a_pack_that_fails_trains_its_runs_one_by_one(tmp_path, monkeypatch):
     import run
 
     run.main()
-    assert calls == [4]
-    for job in "0123":
-        summary = read_summary(tmp_path / "sweep" / job)
-        assert summary["status"] == "completed" and "pack" not in summary
+    output = capsys.readouterr()
+    assert (
+        "pack 1/1 failed (RuntimeError: CUDA out of memory (simulated)); its 3 unfinished "
+        "runs train one by one" in output.out + output.err
+    )
+    summaries = [read_summary(tmp_path / "sweep" / job) for job in "0123"]
+    assert all(s["status"] == "completed" for s in summaries)
+    assert sum("pack" in s for s in summaries) == 1  # the member that ended in the pack is kept
 
 
 def test_clipping_leaves_a_member_without_grad_clip_alone_whatever_its_norm():
