@@ -245,10 +245,10 @@ def run_pack(
         for member in running:
             if not member.ended:
                 member.summary.update(status="failed", error=_failure_reason(error))
-                _close(member)
-                if isinstance(error, KeyboardInterrupt):  # what each interrupted run kept
+                if isinstance(error, KeyboardInterrupt):  # what each run kept, in its run.log too
                     where = display_path(member.job.out_dir)
                     member.console.finished(member.job.label, member.summary, where)
+                _close(member)
         raise
 
 
