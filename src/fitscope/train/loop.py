@@ -107,6 +107,31 @@ class FitResult:
     train_seconds: list[float] = field(default_factory=list)  # per epoch, training alone
 
 
+class Progress:
+    """What a run's epochs decide as they come in: divergence, the best epoch (its weights
+    kept) and early stopping, into `result`."""
+
+    def __init__(self, settings: TrainerSettings, result: FitResult) -> None:
+        self.settings, self.result = settings, result
+        self.best_loss = math.inf
+        stopping = settings.early_stopping
+        self.stopper = EarlyStopping(stopping.patience, stopping.min_delta)
+
+    def ends_with(self, row: Mapping[str, float], model: nn.Module) -> bool:
+        """Record trained epoch `row` of `model` (its weights after that epoch); True when the
+        run ends there: it diverged, or early stopping stops it."""
+        if diverged(row, self.settings.divergence_loss):
+            self.result.status = "diverged"
+            return True
+        if row["val_loss"] < self.best_loss:
+            self.best_loss, self.result.best_epoch = row["val_loss"], int(row["epoch"])
+            self.result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if self.settings.early_stopping.enabled and self.stopper.step(row["val_loss"]):
+            self.result.stopped_early = True
+            return True
+        return False
+
+
 class _TrainTimer:
     """Times each epoch's training phase without a host sync: CUDA events on CUDA, read after
     the epoch's one sync; the wall clock elsewhere (the CPU runs synchronously)."""
@@ -227,9 +252,9 @@ def fit(
     step = make_step(model, optimizer_cfg, settings, splits.x_train, splits.y_train)
     trained = step.model  # a graph step trains a twin of `model`
     generator = torch.Generator(device=device).manual_seed(settings.seed)
-    stopper = EarlyStopping(settings.early_stopping.patience, settings.early_stopping.min_delta)
     result = FitResult(status="completed", initial=initial, compile=step.mode)
-    best_loss, loop_seconds, timer = math.inf, 0.0, _TrainTimer(device)
+    progress = Progress(settings, result)
+    loop_seconds, timer = 0.0, _TrainTimer(device)
     result.setup_seconds = time.perf_counter() - setup_start
 
     for epoch in range(1, settings.epochs + 1):
@@ -249,14 +274,7 @@ def fit(
             on_steps(epoch, host["step_losses"])
         if on_epoch is not None:
             on_epoch(row)
-        if diverged(row, settings.divergence_loss):
-            result.status = "diverged"
-            break
-        if row["val_loss"] < best_loss:
-            best_loss, result.best_epoch = row["val_loss"], epoch
-            result.best_state = {k: v.detach().clone() for k, v in trained.state_dict().items()}
-        if settings.early_stopping.enabled and stopper.step(row["val_loss"]):
-            result.stopped_early = True
+        if progress.ends_with(row, trained):
             break
 
     if trained is not model:

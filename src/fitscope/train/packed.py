@@ -37,6 +37,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -44,24 +45,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fitscope.stopping import EarlyStopping
 from fitscope.train.data import Splits
 from fitscope.train.diagnostics import (
-    DIAGNOSTIC_BATCH,
     GradientMonitor,
-    activation_of,
-    activation_statistics,
+    has_final_activation,
     linear_layers,
     measure_stride,
 )
 from fitscope.train.graph import GRAPH_CACHE, WARMUP_STEPS, capture_stream
 from fitscope.train.loop import (
     FitResult,
+    Progress,
+    _epoch_measures,
     _row,
     _to_host,
     _TrainTimer,
-    diverged,
-    evaluate,
     initial_row,
     metric_columns,
 )
@@ -213,7 +211,7 @@ class PackStep:
             weight = torch.stack([ls[depth].weight.detach().t() for ls in layers]).contiguous()
             bias = torch.stack([ls[depth].bias.detach()[None] for ls in layers]).contiguous()
             self.params += [weight.requires_grad_(), bias.requires_grad_()]
-        self.final_activation = _has_final_activation(members[0].model)
+        self.final_activation = has_final_activation(members[0].model)
         self.optimizer = PackOptimizer(self.params, [m.optimizer for m in members])
         # each data split once, and the runs of neighbouring members that share an activation
         self.data: list[Splits] = []
@@ -249,7 +247,6 @@ class PackStep:
         self.losses = torch.zeros(self.size, self.steps, device=device)
         # dropout: per-member probability and generator
         self.dropout = [m.dropout for m in members]
-        self.keep = _per_member([1 - p for p in self.dropout], device)
         self.generators = [
             _dropout_generator(m.settings.seed, device) if m.dropout > 0 else None for m in members
         ]
@@ -462,11 +459,6 @@ class PackStep:
             tensor[m].zero_()
 
 
-def _has_final_activation(model: nn.Sequential) -> bool:
-    modules = list(model.children())
-    return bool(modules) and not isinstance(modules[-1], (nn.Linear, nn.Dropout))
-
-
 def _dropout_seed(seed: int) -> int:
     """The seed of a member's dropout generator: from its `trainer.seed`, apart from the
     shuffling generator's stream."""
@@ -529,11 +521,7 @@ def fit_pack(
     timing.compile = step.mode
     setup_seconds = time.perf_counter() - setup_start
     generators = [torch.Generator(device=device).manual_seed(m.settings.seed) for m in members]
-    stoppers = [
-        EarlyStopping(m.settings.early_stopping.patience, m.settings.early_stopping.min_delta)
-        for m in members
-    ]
-    best_losses = [math.inf] * len(members)
+    progress = [Progress(m.settings, r) for m, r in zip(members, results, strict=True)]
     live = list(range(len(members)))
     timer = _TrainTimer(device)
     try:
@@ -576,20 +564,7 @@ def fit_pack(
                     member.on_steps(epoch, mine["step_losses"][: step.member_steps[m]])
                 if member.on_epoch is not None:
                     member.on_epoch(row)
-                ended = False
-                if diverged(row, member.settings.divergence_loss):
-                    result.status, ended = "diverged", True
-                else:
-                    if row["val_loss"] < best_losses[m]:
-                        best_losses[m], result.best_epoch = row["val_loss"], epoch
-                        result.best_state = {
-                            k: v.detach().clone() for k, v in member.model.state_dict().items()
-                        }
-                    early = member.settings.early_stopping
-                    if early.enabled and stoppers[m].step(row["val_loss"]):
-                        result.stopped_early = ended = True
-                    ended = ended or epoch >= member.settings.epochs
-                if ended:
+                if progress[m].ends_with(row, member.model) or epoch >= member.settings.epochs:
                     live.remove(m)
                     step.freeze(m)
                     result.compile = step.mode
@@ -609,17 +584,6 @@ def fit_pack(
 def _member_measures(step: PackStep, m: int, losses: torch.Tensor) -> dict[str, torch.Tensor]:
     """Member m's epoch measures on its own model, as `fitscope.train.loop` measures a run."""
     member = step.members[m]
-    settings, splits, model = member.settings, member.splits, member.model
-    batch, precision = settings.eval_batch_size, settings.precision
-    measures = {
-        "train": evaluate(model, *splits.train_eval, batch, precision),
-        "val": evaluate(model, splits.x_val, splits.y_val, batch, precision),
-    }
-    monitor = step.monitors[m]
-    if monitor is not None:
-        probe = splits.x_val[:DIAGNOSTIC_BATCH]
-        measures["gradients"] = monitor.epoch_values(step.member_steps[m])
-        measures["activations"] = activation_statistics(model, probe, activation_of(model))
-    if member.on_steps is not None:
-        measures["step_losses"] = losses[m]
-    return measures
+    view = SimpleNamespace(monitor=step.monitors[m], steps=step.member_steps[m])
+    step_losses = losses[m] if member.on_steps is not None else None
+    return _epoch_measures(view, member.model, member.splits, member.settings, step_losses)
