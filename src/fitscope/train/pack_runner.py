@@ -121,8 +121,8 @@ def plan(
     """(packs, alone): the jobs, but those in `skip`, grouped into packs (indices into `jobs`;
     each pack at most `max_members`, a larger group split into packs of near-equal size,
     members ordered by activation), and the jobs that train alone: those refused by validation
-    (they fail with their one line, as any run), and those that share a pack with no other
-    job."""
+    (they fail with their one line, as any run), those that ask for what a pack does not do
+    (`packable`), and those that share a pack with no other job."""
     groups: dict[str, list[int]] = {}
     alone = []
     for index, job in enumerate(jobs):
@@ -210,8 +210,9 @@ def run_pack(
     """Train `jobs` as one pack, each into its run folder; `pack` (`number`, `of`) goes into
     their summaries with the pack's size and jobs. `on_end(job)` as soon as a job has ended,
     its folder complete and unlocked, `job.summary` set. Returns the jobs that were not packed
-    (a folder another process holds: they are left to the caller, which runs them alone), and
-    the pack's timing (None when nothing trained).
+    (a folder another process holds, or where it has completed the run meanwhile: they are left
+    to the caller, which runs them as the basic launcher does), and the pack's timing (None when
+    nothing trained).
 
     A pack that raises marks its unfinished members failed with the reason and raises again."""
     running: list[_Running] = []
