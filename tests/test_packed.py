@@ -392,3 +392,14 @@ def test_a_run_completed_meanwhile_by_another_process_is_handed_back_untouched(t
     assert [job.number for job in refused] == [0] and timing.members == 1
     assert {f.name: f.read_bytes() for f in files} == before
     assert jobs[1].summary["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_a_bad_max_members_is_refused_in_one_line_before_any_run(tmp_path):
+    result = run_cli(
+        "-m", *SWEEP, "hydra/launcher=packed", "hydra.launcher.max_members=0",
+        "hydra.sweep.dir=sweep", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "hydra.launcher.max_members=0 is invalid: expected an integer >= 1" in result.stderr
+    assert not list((tmp_path / "sweep").glob("[0-9]*"))  # no run folder

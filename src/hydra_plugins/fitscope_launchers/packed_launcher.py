@@ -65,8 +65,6 @@ class PackedLauncher(Launcher):
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         if self.max_members is not None and (
             not isinstance(self.max_members, int) or self.max_members < 1
         ):
@@ -74,6 +72,8 @@ class PackedLauncher(Launcher):
                 f"hydra.launcher.max_members={self.max_members} is invalid: expected an integer "
                 ">= 1, or null (as many as the device's free memory holds)"
             )
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         # the sweep's own config while no job runs (the basic launcher leaves none): what
         # src/run.py's Ctrl-C line reads the sweep folder from
         HydraConfig.instance().set_config(self.config)
@@ -96,16 +96,15 @@ class PackedLauncher(Launcher):
             results[index] = self._run(configs[index])
         waiting = set(alone)
         position = {job.number: i for i, job in enumerate(jobs)}
+
+        def ended(job: Any) -> None:  # a member has ended: Hydra's job machinery for it
+            index = position[job.number]
+            results[index] = self._member_ended(configs[index], job)
+
         for number, members in enumerate(packs, start=1):
             info = {"number": number, "of": len(packs)}
             try:
-                refused, timing = run_pack(
-                    [jobs[i] for i in members],
-                    info,
-                    lambda job: results.__setitem__(
-                        position[job.number], self._member_ended(configs[position[job.number]], job)
-                    ),
-                )
+                refused, timing = run_pack([jobs[i] for i in members], info, ended)
             except Exception as error:  # noqa: BLE001 - its runs still train, one by one
                 unfinished = [i for i in members if i not in results]
                 reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
