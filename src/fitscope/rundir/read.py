@@ -1,41 +1,14 @@
-"""The run folder: the one interface between training and reporting. This module owns its
-format, both sides of it: what the trainer writes and how the report reads it back. No torch.
-
-A run folder holds (names below):
-- `metrics.csv`: one row per epoch, `EPOCH_COLUMNS` then the diagnostics' columns
-  (`layer_column`), flushed as each epoch ends, so a killed run keeps its finished epochs;
-- `summary.json`: status (`running`, `completed`, `diverged`, `failed`) and results, rewritten
-  atomically (never half-written);
-- `config.yaml`: the resolved config; `.hydra/`: Hydra's own record;
-- `best.pt`: the best epoch's weights (written and loaded by `fitscope.train.models`);
-- `.lock`: locked (an OS lock, `run_lock`) by the process that trains the run, so two processes
-  never write one run folder; it names that process.
-
-Readers are tolerant: a missing, empty, cut-short or unreadable file is a problem of that run,
-reported with it, never an exception that stops a report. A run is *incomplete* when a file is
-missing or cut short the way a killed run leaves it (no summary.json, metrics.csv with no
-complete epoch); it is *damaged* (`RunRecord.damage`) when a file is there but is not what
-fitscope writes: summary.json not a JSON object or a field the report reads of the wrong type,
-metrics.csv not UTF-8 CSV or without the epoch, loss and accuracy columns, or no config that
-config.yaml or .hydra/config.yaml gives as a mapping. NaN and huge numbers are data, not damage.
-Configs are read as written: interpolations such as `${oc.env:X}` are never resolved.
-"""
+"""Reading run folders back, tolerantly: a missing, empty, cut-short or unreadable file is a
+problem of that run, reported with it, never an exception that stops a report (see
+`fitscope.rundir`). No torch."""
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import io
 import json
-import logging
-import os
 import re
-import secrets
-import shlex
-import socket
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,168 +17,17 @@ from omegaconf import OmegaConf
 
 from fitscope import FitscopeError
 from fitscope.config import flatten_config, show_value
-
-log = logging.getLogger("fitscope")
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-
-METRICS_FILE = "metrics.csv"
-SUMMARY_FILE = "summary.json"
-CONFIG_FILE = "config.yaml"
-CHECKPOINT_FILE = "best.pt"
-SWEEP_FILE = "multirun.yaml"  # in a sweep folder: Hydra's record of the sweep's config
-LOCK_FILE = ".lock"
-RUN_MARKERS = (SUMMARY_FILE, METRICS_FILE, ".hydra")
-
-EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
-SPLIT_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
-REQUIRED_COLUMNS = ("epoch", *SPLIT_METRICS)  # a metrics.csv without one of them is damaged
-STATUSES = ("running", "completed", "diverged", "failed")
-HYDRA_CONFIG = ".hydra/config.yaml"  # Hydra's record of the config, as composed (unresolved)
-# Per-layer diagnostics: `<measure>_<layer>`, layers `1`, `2`, ... from the input, `out` last.
-# grad_norm: whole-matrix gradient norms, in run folders written before grad_rms (per weight).
-LAYER_MEASURES = (
-    "grad_rms",
-    "grad_norm",
-    "act_mean",
-    "act_std",
-    "signal",
-    "dead",
-    "saturated",
+from fitscope.rundir.names import (
+    CONFIG_FILE,
+    HYDRA_CONFIG,
+    METRICS_FILE,
+    REQUIRED_COLUMNS,
+    RUN_MARKERS,
+    STATUSES,
+    SUMMARY_FILE,
+    SWEEP_FILE,
+    rerun_command,
 )
-GRADIENT_COLUMNS = ("grad_norm_total", "clip_fraction")
-_LAYER_COLUMN = re.compile(rf"^({'|'.join(LAYER_MEASURES)})_(\d+|out)$")
-ENTRY_POINT = "python src/run.py"
-
-
-def layer_column(measure: str, layer: str) -> str:
-    """The metrics.csv column of a per-layer measure, e.g. `grad_norm_1`, `dead_2`."""
-    return f"{measure}_{layer}"
-
-
-def parse_layer_column(column: str) -> tuple[str, str] | None:
-    """(measure, layer) of a per-layer column, None for any other column."""
-    match = _LAYER_COLUMN.match(column)
-    return (match.group(1), match.group(2)) if match else None
-
-
-def rerun_command(overrides: Sequence[str]) -> str:
-    """The command line that repeats a run with these overrides."""
-    return " ".join([ENTRY_POINT, *(shlex.quote(o) for o in overrides)])
-
-
-def display_path(path: Path) -> str:
-    """`path` relative to the working directory when it lies below it, as a user would type it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-# ----------------------------------------------------------------------------------- writing
-
-
-class RunLocked(FitscopeError):
-    """Another process trains this run folder."""
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold `run_dir`'s lock while training it; `RunLocked` (naming the holder) when another
-    process holds it. An OS lock (flock): the kernel releases it when its process ends, however
-    it ends, so a killed run never blocks the next attempt. Where the OS or the file system has
-    no flock (Windows; Lustre mounted without `-o flock`) the run is not locked."""
-    path = run_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = path.read_text(errors="replace").strip() or "another process"
-                raise RunLocked(f"{display_path(run_dir)} is being trained by {holder}") from None
-            except OSError as error:  # a file system without flock (Lustre without -o flock)
-                log.warning(f"{display_path(run_dir)}: not locked ({error.strerror})")
-        os.ftruncate(fd, 0)
-        since = datetime.now().astimezone().isoformat(timespec="seconds")
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode())
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-class MetricsWriter:
-    """Appends epoch rows to `metrics.csv`, flushing each one to the file system."""
-
-    def __init__(self, path: Path, columns: Sequence[str]) -> None:
-        self._file = open(path, "w", newline="")  # noqa: SIM115 (closed by close())
-        self._writer = csv.DictWriter(self._file, fieldnames=list(columns))
-        self._writer.writeheader()
-        self._file.flush()
-
-    def write(self, row: Mapping[str, Any]) -> None:
-        self._writer.writerow(row)
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> MetricsWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write `data` as JSON so that readers see the old file or the new one, never a part. The
-    file gets the permissions of any file this process creates (0644 under the usual umask):
-    the temporary file is opened like one, not with tempfile's private 0600."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "x") as file:
-            json.dump(data, file, indent=2, allow_nan=False, default=str)
-            file.write("\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def mark_ended(run_dir: Path, reason: str) -> str | None:
-    """Record that the process training `run_dir` ended without finishing it (a cluster job
-    cancelled or killed): a summary.json that still says `running` says `failed`, `reason`,
-    unless a process holds the run (it trains it again). Returns the run's status after that
-    (`running` when it has metrics but no summary), or None when the folder holds no run."""
-    summary_path = run_dir / SUMMARY_FILE
-    if not summary_path.is_file():
-        return "running" if (run_dir / METRICS_FILE).is_file() else None
-    try:
-        with run_lock(run_dir):
-            summary = read_summary(summary_path) or {}
-            if summary.get("status") == "running":
-                summary = {**summary, "status": "failed", "error": reason}
-                write_json_atomic(summary_path, summary)
-            return str(summary.get("status", "running"))
-    except (RunLocked, DamagedFileError, OSError):
-        return "running"  # trained again by now, or not fitscope's to change
-
-
-def write_config(cfg: Any, run_dir: Path) -> None:
-    """The run's resolved config as `config.yaml`."""
-    OmegaConf.save(cfg, run_dir / CONFIG_FILE, resolve=True)
-
-
-def finite_or_none(value: float | None) -> float | None:
-    """JSON has no NaN or infinity: those become null."""
-    if value is None or value != value or value in (float("inf"), float("-inf")):
-        return None
-    return value
-
-
-# ----------------------------------------------------------------------------------- reading
 
 
 class RunFolderError(FitscopeError):
