@@ -21,6 +21,7 @@ config.yaml or .hydra/config.yaml gives as a mapping. NaN and huge numbers are d
 Configs are read as written: interpolations such as `${oc.env:X}` are never resolved.
 """
 
+from fitscope.rundir.files import DamagedFileError, RunFolderError, load_yaml, read_json
 from fitscope.rundir.lock import RunLocked, mark_ended, run_lock
 from fitscope.rundir.names import (
     CHECKPOINT_FILE,
@@ -44,14 +45,11 @@ from fitscope.rundir.names import (
     rerun_command,
 )
 from fitscope.rundir.read import (
-    DamagedFileError,
-    RunFolderError,
     RunRecord,
     completed_summary,
     find_run_dirs,
     read_choices,
     read_config,
-    read_json,
     read_metrics,
     read_overrides,
     read_run,
@@ -85,6 +83,7 @@ __all__ = [
     "display_path",
     "find_run_dirs",
     "finite_or_none",
+    "load_yaml",
     "layer_column",
     "mark_ended",
     "parse_layer_column",

@@ -12,8 +12,9 @@ from datetime import datetime
 from pathlib import Path
 
 from fitscope import FitscopeError
+from fitscope.rundir.files import DamagedFileError
 from fitscope.rundir.names import LOCK_FILE, METRICS_FILE, SUMMARY_FILE, display_path
-from fitscope.rundir.read import DamagedFileError, read_summary
+from fitscope.rundir.read import read_summary
 from fitscope.rundir.write import write_json_atomic
 
 log = logging.getLogger("fitscope")

@@ -15,8 +15,14 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from fitscope import FitscopeError
 from fitscope.config import flatten_config, show_value
+from fitscope.rundir.files import (
+    DamagedFileError,
+    RunFolderError,
+    first_line,
+    load_yaml,
+    read_text,
+)
 from fitscope.rundir.names import (
     CONFIG_FILE,
     HYDRA_CONFIG,
@@ -28,42 +34,6 @@ from fitscope.rundir.names import (
     SWEEP_FILE,
     rerun_command,
 )
-
-
-class RunFolderError(FitscopeError):
-    pass
-
-
-class DamagedFileError(RunFolderError):
-    """A file of a run folder that is there but is not what fitscope (or Hydra) writes. The
-    message, one line, names the file and what is wrong with it."""
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    with open(path) as file:
-        return json.load(file)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0].strip() if lines else type(error).__name__
-
-
-def _not_utf8(name: str, error: UnicodeDecodeError) -> DamagedFileError:
-    byte = error.object[error.start]
-    return DamagedFileError(f"{name}: not UTF-8 text (byte {byte:#04x} at offset {error.start})")
-
-
-def _read_text(path: Path, name: str) -> str:
-    """The file's text; DamagedFileError when it is not UTF-8 or cannot be read."""
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise _not_utf8(name, error) from None
-    except OSError as error:
-        if isinstance(error, FileNotFoundError):
-            raise
-        raise DamagedFileError(f"{name}: cannot be read ({error.strerror or error})") from None
 
 
 def _is_number(value: Any) -> bool:
@@ -124,7 +94,7 @@ def read_summary(path: Path) -> dict[str, Any] | None:
     object (summary.json is written atomically: one cut short is damaged, not unfinished) or a
     field the report reads holds the wrong type (`SUMMARY_FIELDS`)."""
     try:
-        text = _read_text(path, path.name)
+        text = read_text(path, path.name)
     except FileNotFoundError:
         return None
     if not text.strip():
@@ -132,7 +102,7 @@ def read_summary(path: Path) -> dict[str, Any] | None:
     try:
         summary = json.loads(text)
     except (ValueError, RecursionError) as error:
-        raise DamagedFileError(f"{path.name}: not valid JSON ({_first_line(error)})") from None
+        raise DamagedFileError(f"{path.name}: not valid JSON ({first_line(error)})") from None
     if not isinstance(summary, dict):
         raise DamagedFileError(f"{path.name}: {_json_kind(summary)}, not a JSON object")
     for key, (check, allowed) in SUMMARY_FIELDS.items():
@@ -186,7 +156,7 @@ def read_metrics(path: Path) -> pd.DataFrame:
     one of `REQUIRED_COLUMNS`, or an epoch is not a whole number >= 0."""
     empty = pd.DataFrame(columns=list(REQUIRED_COLUMNS))
     try:
-        text = _read_text(path, path.name)
+        text = read_text(path, path.name)
     except FileNotFoundError:
         return empty
     text = text[: text.rfind("\n") + 1]  # rows always end with a newline
@@ -195,12 +165,15 @@ def read_metrics(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         return empty
     except Exception as error:  # pandas' parser on a file that is not what fitscope writes
-        raise DamagedFileError(f"{path.name}: not CSV ({_first_line(error)})") from None
+        raise DamagedFileError(f"{path.name}: not CSV ({first_line(error)})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         plural = "s" if len(missing) > 1 else ""
         raise DamagedFileError(f"{path.name}: no {', '.join(missing)} column{plural}")
-    frame = frame.apply(pd.to_numeric, errors="coerce").dropna(subset=["epoch"])
+    text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if text_columns:  # values that are not numbers become NaN
+        frame[text_columns] = frame[text_columns].apply(pd.to_numeric, errors="coerce")
+    frame = frame.dropna(subset=["epoch"])
     epochs = frame["epoch"]
     wrong = epochs[(epochs % 1 != 0) | (epochs < 0) | (epochs >= MAX_EPOCH)]
     if len(wrong):
@@ -211,21 +184,18 @@ def read_metrics(path: Path) -> pd.DataFrame:
 
 
 def _load_yaml(run_dir: Path, name: str) -> Any:
-    """A YAML file of the run folder as plain containers, interpolations left as written
-    (`${oc.env:X}` is text, never resolved); `DamagedFileError` when YAML cannot read it."""
-    try:
-        text = _read_text(run_dir / name, name)
-        return OmegaConf.to_container(OmegaConf.load(io.StringIO(text)), resolve=False)
-    except (FileNotFoundError, DamagedFileError):
-        raise
-    except Exception as error:  # YAML's and OmegaConf's errors, on a file fitscope did not write
-        raise DamagedFileError(f"{name}: not a YAML mapping ({_first_line(error)})") from None
+    """A YAML file of the run folder as plain containers (`load_yaml`), interpolations left as
+    written (`${oc.env:X}` is text, never resolved); `DamagedFileError` when YAML cannot read it;
+    an empty file is an empty mapping."""
+    value = load_yaml(read_text(run_dir / name, name), name)
+    return {} if value is None else value
 
 
 def _load_config(run_dir: Path, name: str) -> dict[str, Any]:
     config = _load_yaml(run_dir, name)
     if not isinstance(config, dict):
-        raise DamagedFileError(f"{name}: a list, not a mapping of config keys")
+        kind = "a list" if isinstance(config, list) else "a single value"
+        raise DamagedFileError(f"{name}: {kind}, not a mapping of config keys")
     if not config:
         raise DamagedFileError(f"{name}: empty")
     return config
