@@ -187,6 +187,26 @@ DEVICE: Rule = (
 )
 URL: Rule = ((lambda v: isinstance(v, str) and "://" in v), "a URL such as http://localhost")
 
+REPORT_METRICS = ("best_val_loss", "best_val_acc", "test_acc", "test_loss")
+NULL_OR_KEY: Rule = (
+    (lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[\w.]+", v) is not None)),
+    "null or a config key such as activation or model.depth",
+)
+NULL_OR_TWO_KEYS: Rule = (
+    (
+        lambda v: (
+            v is None
+            or (
+                isinstance(v, (list, tuple))
+                and len(v) in (1, 2)
+                and len(set(v)) == len(v)
+                and all(isinstance(k, str) and re.fullmatch(r"[\w.]+", k) for k in v)
+            )
+        )
+    ),
+    "null or one or two distinct config keys, e.g. [activation,model.depth]",
+)
+
 # key -> (check, what is allowed, required)
 RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
     key: (*rule, required)
@@ -256,6 +276,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
         ("report.chance_margin", number(0, 1), True),
         ("report.collapse_ratio", number(0, low_open=True), True),
         ("report.unit_share", number(0, 1, low_open=True, high_open=False), True),
+        ("report.metric", one_of(*REPORT_METRICS), True),
+        ("report.matrix", NULL_OR_TWO_KEYS, True),
+        ("report.group_by", NULL_OR_KEY, True),
+        ("report.extremes", integer(0), True),
+        ("report.run_panels", integer(0), True),
     ]
 }
 

@@ -1,109 +1,46 @@
-"""What a report says, in order, as a list of blocks (heading, paragraph, table, image, code)
-that `fitscope.report.render` writes twice: as Markdown and as HTML."""
+"""What a report says, in order, as a list of blocks (heading, paragraph, list, table, chart,
+code, folded section) that `fitscope.report.render` writes twice: as Markdown and as HTML.
+
+The order is the study's: what the sweep found, the results matrix, what each key does, the
+curves, the runs (flagged ones first), seed statistics, diagnostics, the config, problems, and
+the definitions last."""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime
-from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
 
 from fitscope.config import show_value
+from fitscope.report.definitions import definitions
 from fitscope.report.effects import published_effects
 from fitscope.report.frames import Report
-from fitscope.report.settings import ReportSettings
+from fitscope.report.spec import Chart
 from fitscope.report.stat_blocks import seed_stats_blocks
-from fitscope.report.stats import interval_column_names
+from fitscope.report.study import Study
 
-# ("h1" | "h2" | "h3" | "p" | "md" | "code", text), ("table", frame, name), ("img", path, alt)
+# ("h1" | "h2" | "h3" | "p" | "md" | "code", text), ("list", [texts]), ("table", frame, name),
+# ("runs", frame), ("chart", Chart), ("details", summary, markdown)
 Block = tuple
 
-SUMMARY_COLUMNS = [
-    "status",
+# The run table: what a reader looks for first, so that verdict, test accuracy and reason are
+# on a laptop's screen without scrolling sideways; every other column is in runs.csv.
+RUN_COLUMNS = [
     "diagnosis",
     "flag",
+    "test_acc",
+    "best_val_loss",
+    "best_val_acc",
     "best_epoch",
     "early_stopping_epoch",
     "epochs_run",
-    "best_train_loss",
-    "best_val_loss",
-    "best_val_acc",
-    "test_acc",
-    "gap_loss",
-    "params",
-    "wall_time_s",
+    "reason",
 ]
+MARKDOWN_ROWS = 40  # report.md lists this many runs at most: the best and worst, flagged first
+COMMANDS = 40  # re-run commands listed in the report; all of them are in runs.csv
 PERCENT_COLUMNS = re.compile(r"(acc|acc_mean|acc_std)$")
-
-DEFINITIONS = """\
-- **epoch 0**: the network as initialized, before any step: its losses, accuracies and
-  diagnostics (gradients from one pass over a fixed training batch). Charts start there; the
-  best epoch, early stopping and the fit verdict look at trained epochs (1 on) only.
-- **train and validation curves**: each epoch's loss and accuracy of its final weights, in eval
-  mode (dropout off). The validation curve covers the whole validation part; the train curve a
-  fixed, stratified subset of the training part (`trainer.train_eval_samples`: as many samples
-  as the validation part, at least 10,000, so smaller training parts are measured whole), the
-  same samples at every epoch and in every run on that split (summary.json's
-  `samples.train_eval` says how many).
-- **best epoch**: the trained epoch with the lowest validation loss. Every run keeps its weights
-  (`best.pt`), and the test columns use them: "best weights kept, test uses epoch 7" in a reason
-  says so where the best epoch is not the last.
-- **early-stopping epoch**: where early stopping on validation loss would have stopped, with
-  patience {patience} and min_delta {min_delta} (`report.patience`, `report.min_delta`): after
-  `patience` epochs in a row without a decrease larger than min_delta. *never* when it would
-  not have stopped within the epochs run (runs.csv leaves the value empty, the loss chart draws
-  no line). `restored_epoch` (runs.csv) is the lowest-loss epoch up to that stop (all epochs
-  when it never stops). With min_delta > 0 this can differ from Keras'
-  `restore_best_weights`, which restores the last epoch that improved by more than min_delta: an
-  epoch that lowered the loss by less than min_delta is restored here and not by Keras. The
-  report computes these from the curves; the trainer's own early stopping
-  (`trainer.early_stopping`, off by default) is another setting, and each run's summary.json
-  records where it stopped or would have stopped the run (`trainer_stop_epoch`).
-- **smoothed curve and noise**: validation loss smoothed by a centred moving mean over
-  {window} epochs (`report.smooth_window`; at most a fifth of the epochs run, an odd number, so
-  a run of fewer than 15 epochs is judged unsmoothed; `val_window` in runs.csv; the loss chart
-  draws it). Its noise (`val_noise`) is the standard deviation of independent epoch-to-epoch
-  noise around a locally straight trend, estimated from the second half of the curve as
-  1.4826 × the median absolute second difference / √6 (the DER_SNR estimator: a steady rise or
-  fall adds nothing, a few jumps do not dominate). A rise or fall counts only when larger than
-  {k:g} × the noise (`report.noise_tolerance`), so a noisy plateau does not flip a verdict.
-- **fit verdict** (diagnosis), judged in this order: *overfit* when the mean validation loss
-  of the last `val_window` epochs is at least {rise:.0%} (`report.overfit_rise`) and more than
-  the noise tolerance above the smoothed curve's minimum, reached before the last epoch, while
-  training loss fell (`val_rise` in runs.csv); *not converged* when the smoothed validation
-  loss still fell by more than {tol:.0%} (`report.converge_tol`) and more than the noise
-  tolerance over the last {tail:.0%} of the epochs (`report.converge_window`, at least
-  `val_window` epochs), or the run has fewer than 3 epochs: train longer; *underfit* when the
-  last training accuracy is below {underfit:.0%} (`report.underfit_train_acc`) and the run no
-  longer improves; *good fit* otherwise; *diverged* / *failed* from the run's status.
-- **flag**: *stuck at chance* when, over every trained epoch, validation accuracy stayed within
-  {margin_pp:g} percentage points of chance (1 / the class count), or validation loss within
-  {margin:.0%} of ln(class count) while accuracy stayed within {margin_pp2:g} points
-  (`report.chance_margin`), with its most likely cause, the first of: *exploding gradients*
-  (the global gradient norm above {exploding:g}, `report.exploding_norm`), *vanishing
-  gradients toward the input* (the first layer's gradient RMS below {vanishing:g} of the output
-  layer's at epoch 0 or the best epoch, `report.vanishing_ratio`), *collapsed forward signal*
-  (at epoch 0 the last hidden layer's signal below {collapse:g} of the first's,
-  `report.collapse_ratio`), *dead units*, *saturated units* (a hidden layer with at least
-  {share:.0%} of them at the last epoch, `report.unit_share`), *clipped gradients* (clipping
-  fired on most steps of an epoch); where both the gradient and the signal rule hold, the one
-  with the smaller ratio is named. A run that learns is flagged *exploding gradients* or
-  *vanishing gradients* on the same rules; a run that diverged or failed gets no flag (its
-  status says what happened). runs.csv's `flag_reason` has the numbers.
-- **gradient RMS**: a layer's weight-gradient norm over the square root of its element count
-  (per weight), so that layers of different sizes compare, averaged over an epoch's steps
-  (eager steps, anything but a CUDA graph: over every k-th step from the first, at most 32 of
-  an epoch).
-- **signal** of a hidden layer: each unit's std across the samples of a fixed validation batch,
-  root-mean-square over the layer's units: how much its output still depends on the input.
-  `act_mean`, `act_std`: mean and std over units and samples together.
-- **dead unit** (ReLU family): pre-activation ≤ 0 on every sample of a fixed validation batch;
-  **saturated output** (sigmoid, tanh): within 0.01 of the activation's bounds (0 or 1; -1 or
-  1), as Glorot & Bengio (2010) count saturation.
-- **gap**: validation minus training loss at the best epoch. Losses are per-sample mean
-  cross-entropy in nats; accuracies are percentages."""
 
 
 def format_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -125,170 +62,94 @@ def format_table(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """The Summary table: a row per run; *never* as the early-stopping epoch of a run that early
-    stopping would not have stopped (runs.csv keeps the missing value)."""
-    table = format_table(runs.set_index("label")[SUMMARY_COLUMNS + ["reason"]])
+def run_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The run table: a row per run, labelled; *never* as the early-stopping epoch of a run that
+    early stopping would not have stopped (runs.csv keeps the missing value)."""
+    table = format_table(runs.set_index("label")[RUN_COLUMNS])
     never = (runs["best_epoch"].notna() & runs["early_stopping_epoch"].isna()).to_numpy()
     table.loc[never, "early_stopping_epoch"] = "never"
-    return table
-
-
-def definitions(s: ReportSettings) -> str:
-    """The Definitions section, with this report's settings."""
-    return DEFINITIONS.format(
-        patience=s.patience,
-        min_delta=s.min_delta,
-        window=s.smooth_window,
-        tail=s.converge_window,
-        k=s.noise_tolerance,
-        underfit=s.underfit_train_acc,
-        tol=s.converge_tol,
-        rise=s.overfit_rise,
-        margin=s.chance_margin,
-        margin_pp=100 * s.chance_margin,
-        margin_pp2=200 * s.chance_margin,
-        vanishing=s.vanishing_ratio,
-        collapse=s.collapse_ratio,
-        share=s.unit_share,
-        exploding=s.exploding_norm,
+    return table.rename(
+        columns={
+            "diagnosis": "verdict",
+            "early_stopping_epoch": "early stop",
+            "best_epoch": "best epoch",
+            "epochs_run": "epochs",
+        }
     )
 
 
-def _summary(report: Report, name: str) -> list[Block]:
+def _summary_line(report: Report, study: Study) -> str:
     runs = report.runs
-    n_done = int((runs["status"] == "completed").sum())
+    done = int((runs["status"] == "completed").sum())
     counts = runs["diagnosis"].value_counts()
-    return [
-        ("h1", f"fitscope report: {name}"),
-        (
-            "p",
-            f"{len(runs)} runs ({n_done} completed): "
-            + ", ".join(f"{count} {diagnosis}" for diagnosis, count in counts.items())
-            + f". Varying keys: {', '.join(report.varying) or 'none'}. "
-            f"Built {datetime.now():%Y-%m-%d %H:%M}.",
-        ),
-        ("h2", "Summary"),
-        *_flagged(runs),
-        ("table", summary_table(runs), "runs"),
-        ("p", "All columns: runs.csv. Every curve in long format: curves.csv."),
-    ]
+    verdicts = ", ".join(f"{count} {diagnosis}" for diagnosis, count in counts.items())
+    keys = ", ".join(report.varying) or "none"
+    return (
+        f"{len(runs)} runs ({done} completed): {verdicts}. Varying keys: {keys}. Setups ranked "
+        f"by {study.metric_words} (report.metric). Built {datetime.now():%Y-%m-%d %H:%M}."
+    )
 
 
-def _flagged(runs: pd.DataFrame) -> list[Block]:
-    """The runs that the diagnostics flag (stuck at chance, vanishing or exploding gradients),
-    each with its flag and the numbers behind it."""
-    flagged = runs[runs["flag"].fillna("") != ""] if "flag" in runs.columns else runs.iloc[0:0]
-    if flagged.empty:
-        return []
-    table = flagged.set_index("label")[["flag", "flag_reason"]]
-    return [
-        ("p", f"{len(flagged)} run(s) flagged by the diagnostics (see Definitions: flag):"),
-        ("table", table.rename(columns={"flag_reason": "numbers"}), "flags"),
-    ]
-
-
-def _charts(report: Report, images: dict[str, Path]) -> list[Block]:
-    """A section per chart that the runs gave (`images`, by role), each with what it shows."""
-    sections: list[tuple[str, str, str | None, str]] = [  # role, heading, text, alt
-        (
-            "loss",
-            "Train and validation loss",
-            "One panel per run, titled with its values of the varying keys (in the order "
-            "the figure's title names them), all on one y scale, with the chance level "
-            "(ln of the class count: the loss of a net that has learnt nothing). Under each, "
-            "validation loss in percent above its own minimum, all on one scale, with the "
-            "overfit threshold (report.overfit_rise): the overfitting rise after the best epoch, "
-            "readable whatever the training loss does. Dashed violet line and diamond: best "
-            "epoch; dotted teal line: early-stopping epoch (none where it is never). "
-            "Thick pale orange line: validation loss smoothed over report.smooth_window epochs, "
-            "what the verdict judges; the rise panel's box gives the last epochs' mean over "
-            "the smoothed minimum. Title colour: red overfit, blue underfit, purple not "
-            "converged, green good fit.",
-            "train and validation loss per run",
-        ),
-        *(
-            (
-                f"by:{key}",
-                f"Validation curves by {key}",
-                f"One colour per value of {key}; one pair of panels per combination of the "
-                "other varying keys, all on one y scale, so that each line is one run (the mean "
-                "and a ± std band where only seeds or folds differ).",
-                f"validation loss and accuracy by {key}",
-            )
-            for key in report.varying
-        ),
-        (
-            "capacity",
-            "Capacity",
-            "Best validation loss (left) and final training loss (right) against parameter "
-            "count, on one scale: one line per setup (activation and the other varying keys), "
-            "joining the runs that differ only in model.width (model.depth when the width does "
-            "not vary), the mean over seeds or folds. Training loss keeps falling with "
-            "capacity; where validation loss turns up, larger models overfit.",
-            "capacity chart",
-        ),
-        (
-            "gradients",
-            "Gradient flow",
-            "RMS of each layer's weight gradient (its norm per weight, so that layers of "
-            "different sizes compare), mean per step, from the first layer to the output layer, "
-            "at epoch 0 (the untrained network, one pass over a fixed batch) and at the best "
-            "epoch. A line falling steeply towards the input means vanishing gradients: the "
-            "first layers barely learn; every layer low at once goes with a collapsed forward "
-            "signal. The flag marks runs whose first-to-output ratio is below "
-            f"{report.settings.vanishing_ratio:g} (report.vanishing_ratio). Per-layer values: "
-            "layers.csv.",
-            "gradient RMS by layer",
-        ),
-        (
-            "signal",
-            "Forward signal at epoch 0",
-            "Mean and standard deviation of each hidden layer's outputs for the network as "
-            "initialized, on a fixed validation batch, and its signal: each unit's std across "
-            "the samples, root-mean-square over the layer's units. A signal that shrinks layer "
-            "by layer is a collapsing forward signal: the deep layers give nearly the same "
-            "output for every input (the flag's collapsed forward signal, "
-            "report.collapse_ratio). Grey lines: mean 0 and std 1, what SELU with LeCun init "
-            "keeps across depth.",
-            "activation mean and std by layer at epoch 0",
-        ),
-        (
-            "units",
-            "Dead and saturated units",
-            "At the best epoch, on a fixed validation batch.",
-            "dead and saturated units by layer",
-        ),
-    ]
-    blocks: list[Block] = []
-    for role, heading, text, alt in sections:
-        if role in images:
-            blocks.append(("h2", heading))
-            blocks += [("p", text)] if text else []
-            blocks.append(("img", images[role], alt))
+def _findings(report: Report, study: Study) -> list[Block]:
+    blocks: list[Block] = [("h2", "Findings"), ("list", study.findings)]
+    for effect in published_effects(report):
+        blocks += [
+            ("h3", f"Published effect: {effect.source}: {effect.verdict}"),
+            ("p", f"Published: {effect.claim}. Here: {effect.evidence}"),
+        ]
     return blocks
 
 
-def _groups(report: Report, images: dict[str, Path]) -> list[Block]:
-    if report.groups is None:
+def _section(heading: str, charts: list[Chart | None], text: str | None = None) -> list[Block]:
+    drawn = [c for c in charts if c is not None]
+    if not drawn and not text:
         return []
-    keys = ", ".join(report.replicate_keys)
-    blocks: list[Block] = [
-        ("h2", f"Mean ± std over {keys}"),
+    return [("h2", heading), *([("p", text)] if text else []), *(("chart", c) for c in drawn)]
+
+
+def _runs(report: Report, charts: dict[str, Chart | None]) -> list[Block]:
+    """The flagged runs with their numbers, per-run panels, then the run table."""
+    runs = report.runs
+    blocks: list[Block] = [("h2", "Runs")]
+    flagged = runs[runs["flag"].fillna("") != ""]
+    if len(flagged):
+        table = flagged.set_index("label")[["flag", "flag_reason"]].head(MARKDOWN_ROWS)
+        more = f" (the first {MARKDOWN_ROWS}; all in runs.csv)" if len(flagged) > len(table) else ""
+        blocks += [
+            ("p", f"{len(flagged)} run(s) flagged by the diagnostics{more}:"),
+            ("table", table.rename(columns={"flag_reason": "numbers"}), "flags"),
+        ]
+    for name in ("runs", "flagged_runs"):
+        if charts.get(name) is not None:
+            blocks.append(("chart", charts[name]))
+    table = run_table(runs)
+    listed, note = _markdown_rows(runs, table)
+    blocks += [
+        ("p", "Every run: sort by a column, or filter by any text (verdict, a key's value)."),
+        ("runs", table, listed, note),
         (
             "p",
-            f"Completed runs grouped by every varying key except {keys}; n is the number of "
-            "runs in each group (groups.csv).",
-        ),
-        (
-            "table",
-            format_table(report.groups.drop(columns=interval_column_names(), errors="ignore")),
-            "groups",
+            "All columns: runs.csv. Every curve: curves.csv (long format) or index-epochs.parquet.",
         ),
     ]
-    if "replicates" in images:
-        blocks.append(("img", images["replicates"], f"mean ± std over {keys}"))
     return blocks
+
+
+def _markdown_rows(runs: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The runs report.md lists (the HTML page has them all): every run of a small sweep; of a
+    large one the flagged runs, then the best and the worst by best validation loss."""
+    if len(table) <= MARKDOWN_ROWS:
+        return table, ""
+    flagged = list(runs.index[runs["flag"].fillna("") != ""][: MARKDOWN_ROWS // 2])
+    order = runs["best_val_loss"].astype(float).sort_values(kind="stable").index
+    rest = [i for i in order if i not in flagged]
+    half = (MARKDOWN_ROWS - len(flagged)) // 2
+    picked = flagged + rest[:half] + rest[len(rest) - half :]
+    note = (
+        f"report.md lists {len(picked)} of {len(table)} runs: the flagged ones, then the best and "
+        f"the worst {half} by best validation loss; report.html and runs.csv have every run."
+    )
+    return table.iloc[[runs.index.get_loc(i) for i in picked]], note
 
 
 def _one_line(text: str) -> str:
@@ -299,16 +160,31 @@ def _one_line(text: str) -> str:
 
 def _config(report: Report) -> list[Block]:
     blocks: list[Block] = [("h2", "Config"), ("h3", "Keys that vary")]
-    if report.varying:
+    if not report.varying:
+        blocks.append(("p", "None: every run has the same config."))
+    elif len(report.configs) <= MARKDOWN_ROWS:
         blocks.append(("table", report.configs[report.varying].map(show_value), "varying"))
     else:
-        blocks.append(("p", "None: every run has the same config."))
+        values = ", ".join(
+            f"{key} ({report.configs[key].map(show_value).nunique()} values)"
+            for key in report.varying
+        )
+        blocks.append(("p", f"{values}; each run's values: runs.csv."))
     runs = report.runs
+    commands = runs.head(COMMANDS)
+    more = (
+        f"\n# ... and {len(runs) - COMMANDS} more: runs.csv, column command"
+        if len(runs) > COMMANDS
+        else ""
+    )
     return blocks + [
         ("h3", "Shared config"),
         ("code", OmegaConf.to_yaml(report.shared_config).strip() or "(none)"),
         ("h3", "Re-run commands"),
-        ("code", "\n".join(f"# {_one_line(r.label)}\n{r.command}" for r in runs.itertuples())),
+        (
+            "code",
+            "\n".join(f"# {_one_line(r.label)}\n{r.command}" for r in commands.itertuples()) + more,
+        ),
     ]
 
 
@@ -348,39 +224,33 @@ def _damaged(report: Report) -> list[Block]:
     ]
 
 
-def _effects(report: Report) -> list[Block]:
-    """What the runs say of the published effects they test (`fitscope.report.effects`)."""
-    effects = published_effects(report)
-    if not effects:
-        return []
-    blocks: list[Block] = [
-        ("h2", "Published effects"),
-        (
-            "p",
-            "Runs of depth 4 or more that test a published effect of initialization and depth "
-            "(experiment=reproduction runs all three); each check reads the epoch-0 "
-            "diagnostics and the fit of the runs that match it.",
-        ),
-    ]
-    for effect in effects:
-        blocks += [
-            ("h3", f"{effect.source}: {effect.verdict}"),
-            ("p", f"Published: {effect.claim}. Here: {effect.evidence}"),
-        ]
-    return blocks
-
-
-def report_blocks(report: Report, name: str, images: dict[str, Path]) -> list[Block]:
-    """The whole report, in order; `images` are the charts drawn for it, by role."""
+def report_blocks(
+    report: Report, study: Study, name: str, charts: dict[str, Chart | None], group_by: str | None
+) -> list[Block]:
+    """The whole report, in order; `charts`: its views by name (None where the runs give none)."""
+    importance_note = None
+    if study.importance_note and study.keys:
+        importance_note = f"Importance not estimated: {study.importance_note}."
     return [
-        *_summary(report, name),
-        *_effects(report),
-        ("h2", "Definitions"),
-        ("md", definitions(report.settings)),
-        *_charts(report, images),
-        *_groups(report, images),
-        *seed_stats_blocks(report, images),
+        ("h1", f"fitscope report: {name}"),
+        ("p", _summary_line(report, study)),
+        *_findings(report, study),
+        *_section("Results matrix", [charts.get("matrix")]),
+        *_section(
+            "What each key does",
+            [charts.get("effects"), charts.get("importance"), charts.get("parallel")],
+            importance_note,
+        ),
+        *_section(
+            "Curves", [charts.get("curves"), charts.get("group_curves"), charts.get("capacity")]
+        ),
+        *_runs(report, charts),
+        *seed_stats_blocks(report, charts.get("intervals")),
+        *_section(
+            "Diagnostics", [charts.get(n) for n in ("gradient_flow", "forward_signal", "units")]
+        ),
         *_config(report),
         *_problems(report),
         *_damaged(report),
+        ("details", "Definitions", definitions(report.settings, study.metric, group_by)),
     ]

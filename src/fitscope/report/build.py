@@ -23,12 +23,36 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from fitscope import FitscopeError
-from fitscope.report import charts, layer_charts, stat_charts
 from fitscope.report.blocks import report_blocks
+from fitscope.report.curve_views import (
+    chance_levels,
+    group_overlay_chart,
+    group_panels_chart,
+    run_panels_chart,
+)
+from fitscope.report.curves import extremes, group_curves, group_order, stopping
+from fitscope.report.findings import findings
 from fitscope.report.frames import Report, collect
+from fitscope.report.images import start_drawing
+from fitscope.report.index import write_index
+from fitscope.report.layer_views import layer_charts
 from fitscope.report.render import html_page, markdown
 from fitscope.report.settings import ReportSettings
+from fitscope.report.spec import Chart
+from fitscope.report.stats import REPLICATE_WORDS
+from fitscope.report.study import Study, study
+from fitscope.report.views import (
+    Colors,
+    capacity_chart,
+    effects_chart,
+    importance_chart,
+    intervals_chart,
+    matrix_chart,
+    parallel_chart,
+)
 from fitscope.rundir import read_json
 
 try:
@@ -36,6 +60,7 @@ try:
 except ImportError:  # Windows: builds do not take turns
     fcntl = None
 
+LONG_CSV_RUNS = 500  # curves.csv and layers.csv up to this many runs (20 MB each at 1,000)
 SOURCES_FILE = "sources.json"  # the run folders a report was built from
 MANIFEST_FILE = "manifest.json"  # the files a report wrote: the only ones a rebuild removes
 
@@ -55,41 +80,56 @@ def default_report_name(paths: Sequence[str | Path]) -> str:
     return name + (f"_and_{len(paths) - 1}_more" if len(paths) > 1 else "")
 
 
-def _slug(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key)
-
-
-def draw_charts(report: Report, folder: Path) -> dict[str, Path]:
-    """Every chart the runs allow, as PNG files in `folder`, by role."""
-    runs, curves, layers = report.runs, report.curves, report.layers
-    varying, replicates = report.varying, report.replicate_keys
-    images: dict[str, Path | None] = {
-        "loss": charts.loss_small_multiples(
-            runs,
-            curves,
-            folder / "loss_curves.png",
-            varying,
-            report.settings.overfit_rise,
-        ),
-        "capacity": charts.capacity(runs, folder / "capacity.png", varying, replicates),
-        "gradients": layer_charts.gradient_flow(runs, layers, folder / "gradient_flow.png"),
-        "signal": layer_charts.forward_signal(runs, layers, folder / "forward_signal.png"),
-        "units": layer_charts.unit_health(runs, layers, folder / "units.png"),
-    }
-    for key in varying:
-        if key not in replicates:
-            images[f"by:{key}"] = charts.validation_by_key(
-                runs, curves, key, folder / f"val_by_{_slug(key)}.png", varying, replicates
+def check_keys(report: Report, settings: ReportSettings) -> None:
+    """`ReportError` for a `report.matrix` or `report.group_by` key that is not a key these
+    runs vary (seeds and folds are never an axis)."""
+    keys = [k for k in report.varying if k not in report.replicate_keys]
+    allowed = ", ".join(keys) or "none: no key varies but seeds or folds"
+    chosen = [("report.matrix", k) for k in settings.matrix or ()]
+    chosen += [("report.group_by", settings.group_by)] if settings.group_by else []
+    for option, key in chosen:
+        if key not in keys:
+            raise ReportError(
+                f"{option}: {key} is not a key these runs vary; the keys that vary: {allowed}"
             )
-    if report.replicate_keys:
-        setup = [k for k in report.varying if k not in report.replicate_keys]
-        images["replicates"] = charts.replicate_bands(
-            runs, curves, setup, report.replicate_keys, folder / "replicates.png"
-        )
-        images["intervals"] = stat_charts.setup_intervals(
-            runs, folder / "seed_intervals.png", setup, report.replicate_keys
-        )
-    return {role: path for role, path in images.items() if path is not None}
+
+
+def draw_views(
+    report: Report, found: Study, group_by: str | None, grouped: pd.DataFrame
+) -> dict[str, Chart | None]:
+    """Every view the runs allow, by name (None where they give it nothing to show);
+    `grouped`: the curves grouped by `group_by` (`fitscope.report.curves.group_curves`)."""
+    settings = report.settings
+    shown = report.runs[report.runs["status"] != "damaged"]
+    colors = Colors.of(group_by, shown[group_by] if group_by else None)
+    order = group_order(report, group_by)
+    picked = extremes(report, group_by, found.metric, found.lower_is_better, settings.extremes)
+    stops = stopping(report, group_by)
+    charts: dict[str, Chart | None] = {
+        "matrix": matrix_chart(found),
+        "effects": effects_chart(found, colors),
+        "importance": importance_chart(found),
+        "parallel": parallel_chart(found),
+        "curves": group_overlay_chart(grouped, colors, order, chance_levels(shown)),
+        "group_curves": group_panels_chart(report, grouped, picked, stops, colors, order),
+        "capacity": capacity_chart(found, colors),
+        "intervals": intervals_chart(found, _replicate_word(report)),
+    }
+    charted = list(report.charted)
+    if len(charted) <= settings.run_panels:
+        charts["runs"] = run_panels_chart(report, charted, "runs")
+    else:
+        flags = report.runs["flag"].fillna("").astype(str)
+        flagged = [p for p in charted if flags.iloc[p]]
+        charts["flagged_runs"] = run_panels_chart(report, flagged[: settings.run_panels], "flagged")
+    for chart in layer_charts(report, colors):
+        charts[chart.name] = chart
+    return charts
+
+
+def _replicate_word(report: Report) -> str:
+    keys = report.replicate_keys
+    return REPLICATE_WORDS.get(keys[0], "run") if len(keys) == 1 else "run"
 
 
 def damaged_lines(report: Report) -> list[str]:
@@ -101,22 +141,65 @@ def damaged_lines(report: Report) -> list[str]:
     ]
 
 
-def write_report(report: Report, folder: Path, name: str | None = None) -> None:
-    """Write every report file into `folder` (a new, empty folder), titled `name` (the
-    folder's name by default)."""
-    name = name or folder.name
+def write_frames(report: Report, found: Study, grouped: pd.DataFrame, folder: Path) -> None:
+    """The numbers behind every view, as files that pandas reads; curves.csv and layers.csv
+    (long format) only up to `LONG_CSV_RUNS` runs: index-epochs.parquet holds every value."""
     report.runs.to_csv(folder / "runs.csv", index=False)
-    report.curves.to_csv(folder / "curves.csv", index=False)
-    if not report.layers.empty:
-        report.layers.to_csv(folder / "layers.csv", index=False)
+    if len(report.runs) <= LONG_CSV_RUNS:
+        write_csv(report.curves, folder / "curves.csv")
+        if not report.layers.empty:
+            write_csv(report.layers, folder / "layers.csv")
     if report.groups is not None:
         report.groups.to_csv(folder / "groups.csv", index=False)
     if report.comparisons is not None:
         report.comparisons.to_csv(folder / "comparisons.csv", index=False)
-    images = draw_charts(report, folder)
-    blocks = report_blocks(report, name, images)
-    (folder / "report.md").write_text(markdown(blocks))
-    (folder / "report.html").write_text(html_page(blocks, f"fitscope report: {name}"))
+    found.setups.to_csv(folder / "setups.csv", index=False)
+    found.effects.to_csv(folder / "effects.csv", index=False)
+    if found.matrix is not None:
+        found.matrix.to_csv(folder / "matrix.csv", index=False)
+    if found.importance is not None:
+        found.importance.to_csv(folder / "importance.csv", index=False)
+    grouped.to_csv(folder / "group_curves.csv", index=False)
+    if report.sweep is not None:
+        write_index(report.sweep, folder)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """A large frame as CSV: pyarrow's writer where its columns allow (10x pandas'), else
+    pandas' (a column that mixes numbers and text)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowException, TypeError, ValueError):
+        frame.to_csv(path, index=False)
+        return
+    pacsv.write_csv(table, path)
+
+
+def write_report(
+    report: Report, folder: Path, name: str | None = None, previous: Path | None = None
+) -> None:
+    """Write every report file into `folder` (a new, empty folder), titled `name` (the
+    folder's name by default); `previous`: the folder of the report's previous build, whose
+    unchanged charts are copied rather than drawn again."""
+    name = name or folder.name
+    settings = report.settings
+    check_keys(report, settings)
+    found = study(report, settings.metric, settings.matrix)
+    group_by = settings.group_by or (found.ranked[0] if found.ranked else None)
+    found.findings = findings(report, found)
+    grouped = group_curves(report, group_by)
+    write_frames(report, found, grouped, folder)
+    charts = draw_views(report, found, group_by, grouped)
+    drawing = start_drawing([c for c in charts.values() if c is not None], folder, previous)
+    try:
+        blocks = report_blocks(report, found, name, charts, group_by)
+        (folder / "report.md").write_text(markdown(blocks))
+        (folder / "report.html").write_text(html_page(blocks, f"fitscope report: {name}"))
+    finally:
+        drawing.wait()
 
 
 def build_report(
@@ -126,30 +209,33 @@ def build_report(
     force: bool = False,
 ) -> Path:
     """Collect the runs in `paths` and write the report to `<settings.dir>/<name>` (name: the
-    first folder's by default); return that folder. See the module docstring for what it
-    refuses to overwrite unless `force`. Each damaged run gets one line on stderr."""
+    first folder's by default); return that folder. Runs whose files did not change since the
+    previous build of that report are taken from its index. See the module docstring for what
+    it refuses to overwrite unless `force`. Each damaged run gets one line on stderr."""
     if not paths:
         raise ReportError("no folders given: pass sweep folders or run folders")
     settings = settings or ReportSettings.from_mapping()
-    report = collect(paths, settings)
     parent = Path(settings.dir)
     folder = parent / (name or default_report_name(paths))
+    previous = folder if folder.is_dir() else None
+    report = collect(paths, settings, index_folder=previous)
     parent.mkdir(parents=True, exist_ok=True)
-    with _builds_take_turns(parent):
-        previous = _previous_files(folder, report.sources, force)
-        staging = parent / f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        staging.mkdir()  # mode from the umask, like any folder (tempfile's would be private)
-        try:
-            write_report(report, staging, folder.name)
-            (staging / SOURCES_FILE).write_text(json.dumps({"runs": report.sources}, indent=2))
-            files = sorted([*(p.name for p in staging.iterdir()), MANIFEST_FILE])
-            (staging / MANIFEST_FILE).write_text(json.dumps({"files": files}, indent=2) + "\n")
+    _previous_files(folder, report.sources, force)  # refused before anything is drawn
+    staging = parent / f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    staging.mkdir()  # mode from the umask, like any folder (tempfile's would be private)
+    try:
+        write_report(report, staging, folder.name, previous)
+        (staging / SOURCES_FILE).write_text(json.dumps({"runs": report.sources}, indent=2))
+        files = sorted([*(p.name for p in staging.iterdir()), MANIFEST_FILE])
+        (staging / MANIFEST_FILE).write_text(json.dumps({"files": files}, indent=2) + "\n")
+        with _builds_take_turns(parent):  # only for the check and the move
+            previous = _previous_files(folder, report.sources, force)
             _move_into_place(staging, folder, previous)
-        finally:
-            if staging.exists():
-                for leftover in staging.iterdir():
-                    leftover.unlink()
-                staging.rmdir()
+    finally:
+        if staging.exists():
+            for leftover in staging.iterdir():
+                leftover.unlink()
+            staging.rmdir()
     for line in damaged_lines(report):
         print(line, file=sys.stderr)
     return folder

@@ -1,6 +1,7 @@
 """Run folders become the report's frames: `runs` (one row per run: its varying config keys,
-status, diagnosis, best and early-stopping epochs, results) and `curves` (long format: run,
-epoch, split, metric, value), with the per-layer diagnostics, the configs and, when seeds or
+status, diagnosis, best and early-stopping epochs, results), `epochs` (every epoch row of every
+run, wide, as metrics.csv holds them), and from it `curves` (long format: run, epoch, split,
+metric, value) and `layers` (one row per run, epoch and layer); the configs and, when seeds or
 folds vary, mean and std per setup.
 
 A damaged run (`RunRecord.damage`: a file that is there but unreadable) keeps its row in `runs`
@@ -10,6 +11,9 @@ keys, the labels, curves, charts and means are what they would be without it."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,26 +23,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fitscope import __version__
 from fitscope.config import flatten_config, is_display_key, show_value
 from fitscope.report.diagnose import (
     DEFAULT_CLASSES,
+    RunCurves,
     Verdict,
     diagnose,
-    layer_frame,
-    run_flags,
     stopping_epochs,
-    trained,
 )
+from fitscope.report.flags import run_flags
+from fitscope.report.index import INDEX_VERSION, Sweep, load_sweep
 from fitscope.report.settings import ReportSettings
 from fitscope.report.stats import compare_setups, interval_columns
-from fitscope.rundir import (
-    LAYER_MEASURES,
-    SPLIT_METRICS,
-    RunRecord,
-    display_path,
-    find_run_dirs,
-    read_run,
-)
+from fitscope.rundir import LAYER_MEASURES, SPLIT_METRICS, RunRecord, display_path
+from fitscope.rundir import parse_layer_column as parse_layer
 
 # Keys whose values are repetitions of one setup: runs that differ only in them are aggregated.
 REPLICATE_KEYS = ("trainer.seed", "data.fold")
@@ -56,6 +55,8 @@ INTEGER_COLUMNS = (
     "params",
     "classes",
 )
+# report settings that lay the report out but do not change how a run is judged
+UNJUDGED = ("enabled", "dir", "name", "metric", "matrix", "group_by", "extremes", "run_panels")
 AGGREGATED = (
     "best_val_loss",
     "best_val_acc",
@@ -73,8 +74,7 @@ class Report:
     """Everything a report shows, as frames; `fitscope.report.build` turns it into files."""
 
     runs: pd.DataFrame  # one row per run
-    curves: pd.DataFrame  # run, epoch, split, metric, value (+ varying keys, label)
-    layers: pd.DataFrame  # run, epoch, layer, grad_norm, act_mean, act_std, dead, saturated
+    epochs: pd.DataFrame  # every epoch row: `run` (the run's position in `runs`), metrics.csv
     configs: pd.DataFrame  # run x every flattened config key and group choice (values as read),
     # for the runs compared (damaged runs left out)
     varying: list[str]
@@ -88,6 +88,77 @@ class Report:
     # when a replicate key varies: every pair of setups that differ in one key, tested
     # (`fitscope.report.stats.compare_setups`)
     comparisons: pd.DataFrame | None = None
+    sweep: Sweep | None = None  # what the runs were read from (kept as the report's index)
+
+    @functools.cached_property
+    def charted(self) -> np.ndarray:
+        """The positions of the runs whose curves are shown: not damaged, with epoch rows."""
+        shown = ~self.runs["status"].eq("damaged").to_numpy()
+        has_rows = np.isin(np.arange(len(self.runs)), self.epochs["run"].to_numpy())
+        return np.flatnonzero(shown & has_rows)
+
+    @functools.cached_property
+    def curves(self) -> pd.DataFrame:
+        """Every curve in long format: run, label, the varying keys, epoch, split, metric, value."""
+        rows = self.epochs[self.epochs["run"].isin(self.charted)]
+        long = rows[["run", "epoch", *SPLIT_METRICS]].melt(
+            id_vars=["run", "epoch"], var_name="column"
+        )
+        long = long.sort_values("run", kind="stable")
+        parts = {c: c.split("_", 1) for c in SPLIT_METRICS}
+        long.insert(2, "split", long["column"].map(lambda c: parts[c][0]))
+        long.insert(3, "metric", long.pop("column").map(lambda c: parts[c][1]))
+        return self._keyed(long.reset_index(drop=True))
+
+    @functools.cached_property
+    def layers(self) -> pd.DataFrame:
+        """The per-layer diagnostics: one row per run, epoch and layer with `layer` (1, 2, ...
+        then `out`), `depth_index` (1 for the first layer) and one column per measure."""
+        return self._keyed(layer_rows(self.epochs[self.epochs["run"].isin(self.charted)]))
+
+    def _keyed(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """`frame` (a `run` column of positions) with the run id, label and varying keys as
+        `runs` holds them, as read (object dtype: an int stays an int where another run lacks
+        it, a bool stays a bool)."""
+        position = frame.pop("run").to_numpy(int)
+        keyed = {"run": self.runs["run"].to_numpy()[position]}
+        keyed["label"] = self.runs["label"].to_numpy()[position]
+        for key in self.varying:
+            values = np.empty(len(self.runs), dtype=object)
+            values[:] = self.runs[key].tolist()
+            keyed[key] = values[position]
+        return pd.concat([pd.DataFrame(keyed, index=frame.index), frame], axis=1)
+
+
+def layer_rows(epochs: pd.DataFrame) -> pd.DataFrame:
+    """Wide epoch rows (`run`, `epoch`, `<measure>_<layer>` columns) as one row per run, epoch
+    and layer that the run has, ordered by run, epoch and depth."""
+    parsed = {c: parse_layer(c) for c in epochs.columns}
+    parsed = {c: p for c, p in parsed.items() if p}
+    measures = [m for m in LAYER_MEASURES if any(p[0] == m for p in parsed.values())]
+    columns = ["run", "epoch", "layer", "depth_index", *measures]
+    hidden = sorted({int(p[1]) for p in parsed.values() if p[1] != "out"})
+    blocks = []
+    for layer in [*map(str, hidden), "out"]:
+        block = {m: epochs.get(f"{m}_{layer}") for m in measures}
+        values = pd.DataFrame(
+            {m: np.nan if v is None else v.to_numpy(float) for m, v in block.items()},
+            index=epochs.index,
+        )
+        present = values.notna().any(axis=1).groupby(epochs["run"]).transform("any")
+        blocks.append(
+            pd.concat([epochs[["run", "epoch"]], values], axis=1)[present].assign(layer=layer)
+        )
+    if not blocks or not sum(len(b) for b in blocks):
+        return pd.DataFrame(columns=columns)
+    tidy = pd.concat(blocks)
+    is_out = tidy["layer"].eq("out")
+    number = pd.to_numeric(tidy["layer"].where(~is_out), errors="coerce")
+    rank = number.groupby(tidy["run"]).rank(method="dense")
+    deepest = rank.groupby(tidy["run"]).transform("max").fillna(0)
+    tidy["depth_index"] = rank.where(~is_out, deepest + 1).astype(int)
+    tidy = tidy.sort_values(["run", "epoch", "depth_index"], kind="stable")
+    return tidy[columns].reset_index(drop=True)
 
 
 def _as_text(configs: pd.DataFrame) -> pd.DataFrame:
@@ -145,23 +216,16 @@ def _run_ids(paths: Sequence[Path]) -> list[str]:
     return [str(p.relative_to(common)) for p in paths]
 
 
-def _metric_at(metrics: pd.DataFrame, epoch: int | None, prefix: str) -> dict[str, float]:
-    if epoch is None:
-        return {f"{prefix}_{m}": np.nan for m in SPLIT_METRICS}
-    row = metrics.loc[metrics["epoch"] == epoch].iloc[0]
-    return {f"{prefix}_{m}": float(row[m]) for m in SPLIT_METRICS}
-
-
-def _diagnosis(record: RunRecord, settings: ReportSettings) -> Verdict:
+def _diagnosis(record: RunRecord, run: RunCurves, settings: ReportSettings) -> Verdict:
     """`damaged` with what is wrong, the run's status when it diverged or failed, else
     `diagnose` (with what the trainer's early stopping did, and the run's problems)."""
     if record.damage:
         return Verdict("damaged", "; ".join(record.damage))
     if record.status in ("diverged", "failed"):
         return Verdict(record.status, (record.summary or {}).get("error") or record.status)
-    if trained(record.metrics).empty:
+    if not len(run.trained()):
         return Verdict("no data", "; ".join(record.problems) or "no trained epoch")
-    verdict = diagnose(record.metrics, settings)
+    verdict = diagnose(run, settings)
     reason = verdict.reason
     summary = record.summary or {}
     if summary.get("stopped_early"):
@@ -173,25 +237,44 @@ def _diagnosis(record: RunRecord, settings: ReportSettings) -> Verdict:
     return dataclasses.replace(verdict, reason=reason)
 
 
-def _run_row(
-    record: RunRecord, keys: Mapping[str, Any], settings: ReportSettings, layers: pd.DataFrame
+def _metric_at(run: RunCurves, epoch: int | None, prefix: str) -> dict[str, float]:
+    return {f"{prefix}_{m}": run.at(epoch, m) for m in SPLIT_METRICS}
+
+
+def _results(summary: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
+    """What summary.json records of the run's results, and the gaps at its best epoch."""
+    test_best, test_last = summary.get("test_best") or {}, summary.get("test_last") or {}
+    return {
+        "test_loss": test_best.get("loss", np.nan),
+        "test_acc": test_best.get("acc", np.nan),
+        "last_test_loss": test_last.get("loss", np.nan),
+        "last_test_acc": test_last.get("acc", np.nan),
+        "gap_loss": row["best_val_loss"] - row["best_train_loss"],
+        "gap_acc": row["best_train_acc"] - row["best_val_acc"],
+        "params": summary.get("params", np.nan),
+        "classes": summary.get("classes", np.nan),
+        "wall_time_s": summary.get("wall_time_s", np.nan),
+        "samples_per_s": summary.get("samples_per_s", np.nan),
+    }
+
+
+def run_row(
+    record: RunRecord, run: RunCurves, keys: Mapping[str, Any], settings: ReportSettings
 ) -> dict[str, Any]:
     """The run's row of `runs`; `keys`: its run id, label and values of the varying keys. A
     damaged run's results are left empty: none of its files is taken for a result."""
-    summary, metrics = record.summary or {}, record.metrics
+    summary = record.summary or {}
     if record.damage:
-        summary, metrics = {}, metrics.iloc[0:0]
-    verdict = _diagnosis(record, settings)
+        summary, run = {}, run.rows(np.zeros(len(run), bool))
+    verdict = _diagnosis(record, run, settings)
     row: dict[str, Any] = {**keys, "status": record.status, "diagnosis": verdict.diagnosis}
     row["reason"] = verdict.reason
-    row.update(stopping_epochs(metrics, settings), epochs_run=len(trained(metrics)))
-    last = int(metrics["epoch"].iloc[-1]) if len(metrics) else None
-    initial = (
-        int(metrics["epoch"].iloc[0]) if len(metrics) and metrics["epoch"].iloc[0] == 0 else None
-    )
-    row.update(_metric_at(metrics, initial, "initial"))
-    row.update(_metric_at(metrics, row["best_epoch"], "best"))
-    row.update(_metric_at(metrics, last, "last"))
+    row.update(stopping_epochs(run, settings), epochs_run=len(run.trained()))
+    last = int(run.epoch[-1]) if len(run) else None
+    initial = 0 if len(run) and run.epoch[0] == 0 else None
+    row.update(_metric_at(run, initial, "initial"))
+    row.update(_metric_at(run, row["best_epoch"], "best"))
+    row.update(_metric_at(run, last, "last"))
     row.update(
         val_noise=verdict.val_noise,
         val_rise=verdict.val_rise,
@@ -200,22 +283,9 @@ def _run_row(
     )
     classes = summary.get("classes")
     classes = classes if _is_int64(classes) else DEFAULT_CLASSES
-    row.update(run_flags(metrics, layers, row["best_epoch"], classes, settings, record.status))
-    test_best, test_last = summary.get("test_best") or {}, summary.get("test_last") or {}
-    row.update(
-        test_loss=test_best.get("loss", np.nan),
-        test_acc=test_best.get("acc", np.nan),
-        last_test_loss=test_last.get("loss", np.nan),
-        last_test_acc=test_last.get("acc", np.nan),
-        gap_loss=row["best_val_loss"] - row["best_train_loss"],
-        gap_acc=row["best_train_acc"] - row["best_val_acc"],
-        params=summary.get("params", np.nan),
-        classes=summary.get("classes", np.nan),
-        wall_time_s=summary.get("wall_time_s", np.nan),
-        samples_per_s=summary.get("samples_per_s", np.nan),
-        command=record.command,
-        path=display_path(record.path),
-    )
+    row.update(run_flags(run, row["best_epoch"], classes, settings, record.status))
+    row.update(_results(summary, row))
+    row.update(command=record.command, path=display_path(record.path))
     return row
 
 
@@ -231,39 +301,57 @@ def _is_int64(value: Any) -> bool:
     )
 
 
-def _long_curves(metrics: pd.DataFrame) -> pd.DataFrame:
-    """A run's epoch rows as (epoch, split, metric, value)."""
-    long = metrics.melt(id_vars="epoch", value_vars=list(SPLIT_METRICS))
-    long[["split", "metric"]] = long.pop("variable").str.split("_", n=1, expand=True)
-    return long
+def _display_paths(paths: Sequence[Path]) -> list[str]:
+    """Resolved run folders as a user would type them: relative to the working directory when
+    below it (`fitscope.rundir.display_path`, without resolving each again)."""
+    cwd = Path.cwd().resolve()
+    shown = []
+    for path in paths:
+        try:
+            shown.append(str(path.relative_to(cwd)))
+        except ValueError:
+            shown.append(str(path))
+    return shown
 
 
-def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
-    """The frames one under the other, in `columns` (those they have); empty with them if none."""
-    if not frames:
-        return pd.DataFrame(columns=columns)
-    joined = pd.concat(frames, ignore_index=True)
-    return joined[[c for c in columns if c in joined.columns]]
+def analysis_key(settings: ReportSettings) -> str:
+    """The settings a run's analysis depends on, as a short text: an index's analysis made
+    with other settings is made again."""
+    judged = {k: v for k, v in dataclasses.asdict(settings).items() if k not in UNJUDGED}
+    judged["version"] = [INDEX_VERSION, __version__]
+    return hashlib.sha256(json.dumps(judged, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _as_read(frame: pd.DataFrame, runs: pd.DataFrame, varying: list[str]) -> pd.DataFrame:
-    """`frame` with each run's values of the varying keys as `runs` holds them, as read (object
-    dtype: concatenation would turn an int missing from one run into a float, a bool into
-    numpy's)."""
-    position = frame["run"].map({run: i for i, run in enumerate(runs["run"])}).to_numpy(int)
-    for key in varying:
-        values = np.empty(len(runs), dtype=object)
-        values[:] = runs[key].tolist()
-        frame[key] = pd.Series(values[position], index=frame.index, dtype=object)
-    return frame
+def run_curves(sweep: Sweep) -> list[RunCurves]:
+    """Each run's epoch rows as arrays, sliced from the sweep's one table."""
+    epochs = sweep.epochs
+    bounds = sweep.bounds()
+    epoch = epochs["epoch"].to_numpy(np.int64)
+    split = {m: epochs[m].to_numpy(float) if m in epochs else None for m in SPLIT_METRICS}
+    others = {c: epochs[c].to_numpy(float) for c in epochs.columns if c not in ("run", "epoch")}
+    others = {c: v for c, v in others.items() if c not in SPLIT_METRICS}
+    curves = []
+    for i in range(len(sweep.records)):
+        a, b = bounds[i], bounds[i + 1]
+        metrics = {
+            m: (v[a:b] if v is not None else np.full(b - a, np.nan)) for m, v in split.items()
+        }
+        columns = {c: v[a:b] for c, v in others.items() if not np.isnan(v[a:b]).all()}
+        curves.append(RunCurves(epoch[a:b], **metrics, columns=columns))
+    return curves
 
 
-def collect(paths: Iterable[str | Path], settings: ReportSettings | None = None) -> Report:
-    """Read every run folder in or under `paths` into a `Report`."""
+def collect(
+    paths: Iterable[str | Path],
+    settings: ReportSettings | None = None,
+    index_folder: Path | None = None,
+) -> Report:
+    """Read every run folder in or under `paths` into a `Report` (runs whose files have not
+    changed since the index in `index_folder` was written are taken from it)."""
     settings = settings or ReportSettings.from_mapping()
-    run_dirs = find_run_dirs(paths)
-    records = [read_run(p) for p in run_dirs]
-    ids = _run_ids(run_dirs)
+    sweep = load_sweep(paths, index_folder, analysis_key(settings))
+    records = sweep.records
+    ids = _run_ids([r.path for r in records])
     flat = [{**r.choices, **flatten_config(r.config)} for r in records]
     compared = [i for i, r in enumerate(records) if not r.damage]
     configs = pd.DataFrame(  # object dtype: an int stays an int where another run lacks it
@@ -272,40 +360,31 @@ def collect(paths: Iterable[str | Path], settings: ReportSettings | None = None)
         dtype=object,
     )
     varying = varying_keys(configs)
-    rows, curves, layers, skipped, damaged = [], [], [], [], []
-    for i, (run_id, record) in enumerate(zip(ids, records, strict=True)):
+    shown = _display_paths([r.path for r in records])
+    rows, skipped, damaged = [], [], []
+    for i, (run, record) in enumerate(zip(run_curves(sweep), records, strict=True)):
         if record.damage:  # its own values, where it has a config; None for the others
             config = pd.Series(flat[i], dtype=object).reindex(varying)
+            damaged.append((ids[i], "; ".join(record.damage)))
         else:
-            config = configs.loc[run_id]
-        keys = {"run": run_id}
-        keys["label"] = run_label(config, varying, run_id) if record.config else run_id
+            config = configs.loc[ids[i]]
+            if not len(run):
+                skipped.append((ids[i], "; ".join(record.problems)))
+        keys = {"run": ids[i]}
+        keys["label"] = run_label(config, varying, ids[i]) if record.config else ids[i]
         keys.update({k: config[k] for k in varying})
-        run_layers = layer_frame(record.metrics.iloc[0:0] if record.damage else record.metrics)
-        rows.append(_run_row(record, keys, settings, run_layers))
-        if record.damage:
-            damaged.append((run_id, "; ".join(record.damage)))
-            continue
-        if record.metrics.empty:
-            skipped.append((run_id, "; ".join(record.problems)))
-            continue
-        curves.append(_long_curves(record.metrics).assign(**keys))
-        if not run_layers.empty:
-            layers.append(run_layers.assign(**keys))
-    runs = pd.DataFrame(rows)
-    for column in INTEGER_COLUMNS:
-        values = [row[column] for row in rows]
-        if all(_missing(v) or _is_int64(v) for v in values):
-            runs[column] = pd.array([None if _missing(v) else int(v) for v in values], "Int64")
-    for key in varying:  # as read: an int stays an int where another run has no value
-        runs[key] = pd.Series([row[key] for row in rows], dtype=object)
+        analysis = sweep.analyses[i]
+        if analysis is None:
+            analysis = run_row(record, run, {}, settings)
+            analysis.pop("path")
+            sweep.analyses[i] = analysis
+        rows.append({**keys, **analysis, "path": shown[i]})
+    runs = _runs_frame(rows, varying)
     replicates = [k for k in REPLICATE_KEYS if k in varying]
-    curve_columns = ["run", "label", *varying, "epoch", "split", "metric", "value"]
-    layer_columns = ["run", "label", *varying, "epoch", "layer", "depth_index", *LAYER_MEASURES]
+    setup = [k for k in varying if k not in replicates]
     return Report(
         runs=runs,
-        curves=_as_read(_concat(curves, curve_columns), runs, varying),
-        layers=_as_read(_concat(layers, layer_columns), runs, varying),
+        epochs=sweep.epochs,
         configs=configs,
         varying=varying,
         groups=aggregate_replicates(runs, varying, replicates) if replicates else None,
@@ -313,14 +392,22 @@ def collect(paths: Iterable[str | Path], settings: ReportSettings | None = None)
         skipped=skipped,
         damaged=damaged,
         settings=settings,
-        sources=[display_path(p) for p in run_dirs],
+        sources=shown,
         shared_config=shared_config(next((r.config for r in records if not r.damage), {}), configs),
-        comparisons=(
-            compare_setups(runs, [k for k in varying if k not in replicates], replicates)
-            if replicates
-            else None
-        ),
+        comparisons=compare_setups(runs, setup, replicates) if replicates else None,
+        sweep=sweep,
     )
+
+
+def _runs_frame(rows: list[dict[str, Any]], varying: list[str]) -> pd.DataFrame:
+    runs = pd.DataFrame(rows)
+    for column in INTEGER_COLUMNS:
+        values = [row[column] for row in rows]
+        if all(_missing(v) or _is_int64(v) for v in values):
+            runs[column] = pd.array([None if _missing(v) else int(v) for v in values], "Int64")
+    for key in varying:  # as read: an int stays an int where another run has no value
+        runs[key] = pd.Series([row[key] for row in rows], dtype=object)
+    return runs
 
 
 def aggregate_replicates(
@@ -336,5 +423,5 @@ def aggregate_replicates(
     stats = grouped[list(AGGREGATED)].agg(["mean", "std"])
     stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
     stats.insert(0, "n", grouped.size())
-    stats = stats.join(interval_columns(grouped))
+    stats = stats.join(interval_columns(done, grouped.ngroup().to_numpy(), stats.index))
     return stats.reset_index() if setup else stats.reset_index(drop=True)

@@ -64,6 +64,11 @@ class ReportSettings:
     chance_margin: float
     collapse_ratio: float
     unit_share: float
+    metric: str
+    matrix: tuple[str, ...] | None
+    group_by: str | None
+    extremes: int
+    run_panels: int
 
     @classmethod
     def from_mapping(
@@ -74,6 +79,8 @@ class ReportSettings:
         merged = {**default_values(), **(values or {})}
         merged.update({key: value for key, value in overrides.items() if value is not None})
         check_values({"report": merged}, sections=("report",))
+        if merged["matrix"] is not None:
+            merged["matrix"] = tuple(merged["matrix"])
         return cls(**{f.name: merged[f.name] for f in fields(cls)})
 
 

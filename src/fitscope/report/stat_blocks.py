@@ -4,16 +4,16 @@ mean; for a single-seed sweep, one sentence that its differences are untested.""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from fitscope.config import show_value
 from fitscope.report.frames import Report
+from fitscope.report.spec import Chart
 from fitscope.report.stats import ALPHA, INTERVAL_METRICS, REPLICATE_WORDS, p_text
 
 Block = tuple  # as `fitscope.report.blocks.Block`
+SHOWN_SETUPS = 30  # the report's table of setups: this many, in the sweep's order; all in the csv
 SHOWN_COMPARISONS = 20  # the report's table: this many, lowest Holm p first; all in the csv
 COLUMN_NAMES = {
     "test_acc": "test accuracy (%)",
@@ -117,7 +117,7 @@ def _word(report: Report) -> str:
     return REPLICATE_WORDS.get(keys[0], "replicate") if len(keys) == 1 else "run"
 
 
-def seed_stats_blocks(report: Report, images: dict[str, Path]) -> list[Block]:
+def seed_stats_blocks(report: Report, chart: Chart | None) -> list[Block]:
     """The seed-statistics section: when a replicate key varies, the setups' intervals, their
     chart and the comparisons of test accuracy; when only other keys vary, one sentence."""
     if not report.replicate_keys:
@@ -135,27 +135,22 @@ def seed_stats_blocks(report: Report, images: dict[str, Path]) -> list[Block]:
         ]
     word = _word(report)
     setup = [k for k in report.varying if k not in report.replicate_keys]
+    table = setup_table(report.groups, setup)
+    shown = (
+        f" The first {SHOWN_SETUPS} of {len(table)} setups." if len(table) > SHOWN_SETUPS else ""
+    )
     blocks: list[Block] = [
         ("h2", f"Seed statistics: confidence intervals and tests over {word}s"),
         (
             "p",
             f"Per setup (completed runs with the same values of every varying key but the "
             f"{word}), the mean and its 95% confidence interval (groups.csv: "
-            "<metric>_ci_low, <metric>_ci_high, and <metric>_n, the runs with a value).",
+            "<metric>_ci_low, <metric>_ci_high, and <metric>_n, the runs with a value)." + shown,
         ),
-        ("table", setup_table(report.groups, setup), "setup-intervals"),
+        ("table", table.head(SHOWN_SETUPS), "setup-intervals"),
     ]
-    if "intervals" in images:
-        blocks += [
-            (
-                "p",
-                f"Test accuracy (left) and best validation loss (right) per setup: diamond and "
-                f"bar, the mean and its 95% interval; faint dots above, each {word}'s run; a "
-                "hollow diamond, a setup with one run (no interval); an arrowhead, an interval "
-                "that runs past the axis.",
-            ),
-            ("img", images["intervals"], f"mean and 95% interval per setup over {word}s"),
-        ]
+    if chart is not None:
+        blocks.append(("chart", chart))
     comparisons = report.comparisons
     if comparisons is None or comparisons.empty:
         blocks.append(("p", f"Only the {word} varies: one setup, nothing to compare."))

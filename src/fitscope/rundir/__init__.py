@@ -45,6 +45,7 @@ from fitscope.rundir.names import (
     rerun_command,
 )
 from fitscope.rundir.read import (
+    SUMMARY_FIELDS,
     RunRecord,
     completed_summary,
     find_run_dirs,
@@ -77,6 +78,7 @@ __all__ = [
     "RunRecord",
     "SPLIT_METRICS",
     "STATUSES",
+    "SUMMARY_FIELDS",
     "SUMMARY_FILE",
     "SWEEP_FILE",
     "completed_summary",

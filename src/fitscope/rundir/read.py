@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
@@ -126,9 +128,19 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
+def _runs_under(folder: Path) -> set[Path]:
+    """The run folders in or below `folder`, found in one walk (symlinked folders are not
+    followed)."""
+    found = set()
+    for root, dirs, files in os.walk(folder):
+        if any(marker in files or marker in dirs for marker in RUN_MARKERS):
+            found.add(Path(root))
+    return found
+
+
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     """Every run folder in or under `paths` (a run folder holds summary.json, metrics.csv or
-    .hydra/), in natural order (job 2 before job 10)."""
+    .hydra/), resolved, in natural order (job 2 before job 10)."""
     found: set[Path] = set()
     for given in paths:
         path = Path(given)
@@ -137,7 +149,7 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
         if any((path / marker).exists() for marker in RUN_MARKERS):
             found.add(path.resolve())
             continue
-        runs = {m.parent.resolve() for marker in RUN_MARKERS for m in path.rglob(marker)}
+        runs = _runs_under(path.resolve())
         if not runs:
             raise RunFolderError(
                 f"{path}: no run folders in it (a run folder holds {', '.join(RUN_MARKERS)})"
@@ -147,6 +159,23 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 MAX_EPOCH = 2**31
+
+
+def _plain_csv(text: str) -> pd.DataFrame | None:
+    """`text` as a frame when it is what fitscope writes: a header of distinct names, then rows
+    of as many numbers; None for anything else (quotes, empty or text cells, ragged rows)."""
+    lines = text.split("\n")[:-1]
+    if len(lines) < 2 or '"' in text:
+        return None
+    header = lines[0].split(",")
+    rows = [line.split(",") for line in lines[1:]]
+    if len(set(header)) != len(header) or any(len(row) != len(header) for row in rows):
+        return None
+    try:
+        values = np.array(rows, dtype=float)
+    except ValueError:
+        return None
+    return pd.DataFrame(values, columns=header)
 
 
 def read_metrics(path: Path) -> pd.DataFrame:
@@ -160,27 +189,33 @@ def read_metrics(path: Path) -> pd.DataFrame:
     except FileNotFoundError:
         return empty
     text = text[: text.rfind("\n") + 1]  # rows always end with a newline
-    try:
-        frame = pd.read_csv(io.StringIO(text), on_bad_lines="skip")
-    except pd.errors.EmptyDataError:
-        return empty
-    except Exception as error:  # pandas' parser on a file that is not what fitscope writes
-        raise DamagedFileError(f"{path.name}: not CSV ({first_line(error)})") from None
+    frame = _plain_csv(text)
+    if frame is None:  # anything but the plain numbers fitscope writes: pandas' parser
+        try:
+            frame = pd.read_csv(
+                io.StringIO(text), on_bad_lines="skip", float_precision="round_trip"
+            )
+        except pd.errors.EmptyDataError:
+            return empty
+        except Exception as error:  # pandas' parser on a file that is not what fitscope writes
+            raise DamagedFileError(f"{path.name}: not CSV ({first_line(error)})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         plural = "s" if len(missing) > 1 else ""
         raise DamagedFileError(f"{path.name}: no {', '.join(missing)} column{plural}")
-    text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    text_columns = [c for c, kind in frame.dtypes.items() if kind.kind not in "biuf"]
     if text_columns:  # values that are not numbers become NaN
         frame[text_columns] = frame[text_columns].apply(pd.to_numeric, errors="coerce")
-    frame = frame.dropna(subset=["epoch"])
-    epochs = frame["epoch"]
-    wrong = epochs[(epochs % 1 != 0) | (epochs < 0) | (epochs >= MAX_EPOCH)]
-    if len(wrong):
-        raise DamagedFileError(
-            f"{path.name}: epoch {show_value(wrong.iloc[0])} is not a whole number >= 0"
-        )
-    return frame.astype({"epoch": int}).reset_index(drop=True)
+    epochs = frame["epoch"].to_numpy(float)
+    if np.isnan(epochs).any():
+        frame, epochs = frame[~np.isnan(epochs)], epochs[~np.isnan(epochs)]
+    wrong = (epochs % 1 != 0) | (epochs < 0) | (epochs >= MAX_EPOCH)
+    if wrong.any():
+        first = frame["epoch"].to_numpy()[wrong][0]  # as written: -1, not -1.0
+        raise DamagedFileError(f"{path.name}: epoch {show_value(first)} is not a whole number >= 0")
+    frame = frame.reset_index(drop=True)
+    frame["epoch"] = epochs.astype(np.int64)
+    return frame
 
 
 def _load_yaml(run_dir: Path, name: str) -> Any:
