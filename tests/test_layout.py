@@ -82,7 +82,7 @@ def test_the_report_wing_loads_no_torch():
     code = textwrap.dedent(
         """
         import sys
-        import fitscope.report.cli, fitscope.report.callback, fitscope.report.layer_charts
+        import fitscope.report.cli, fitscope.report.callback, fitscope.report.draw_png
         heavy = [m for m in sys.modules if m.split(".")[0] in ("torch", "sklearn", "torchvision")]
         print(heavy + [m for m in sys.modules if m.startswith("fitscope.train")])
         """

@@ -274,16 +274,19 @@ def test_report_files(tmp_path):
         "metric",
         "value",
     ]
-    for name in ("loss_curves.png", "val_by_model.width.png", "report.md", "report.html"):
+    for name in ("runs.png", "curves.png", "group_curves.png", "report.md", "report.html"):
         assert (folder / name).is_file(), name
+    for frame in ("setups.csv", "effects.csv", "group_curves.csv", "index-runs.parquet"):
+        assert (folder / frame).is_file(), frame
     markdown = (folder / "report.md").read_text()
-    assert "![train and validation loss per run](loss_curves.png)" in markdown
+    assert "![train and validation loss per run](runs.png)" in markdown
     assert "overfit after epoch 4: val loss of the last epoch +62%" in markdown
     assert "python src/run.py" in markdown
     assert "`trainer_stop_epoch`" in markdown  # the trainer's own stop, told apart
     page = (folder / "report.html").read_text()
-    assert 'src="data:image/png;base64,' in page and "loss_curves.png" not in page
-    assert "<script>" in page and "http" not in page.split("<script>")[1]  # no external script
+    assert "runs.png" not in page  # the page draws its charts itself
+    assert page.count('<div id="chart-runs"') == 1
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=|<img[^>]+src=\"?http", page)
 
 
 def test_date_folder_goes_into_the_default_name(tmp_path):
@@ -310,14 +313,14 @@ def test_a_rebuild_removes_only_the_files_its_previous_build_listed(tmp_path):
     make_run(tmp_path / "sweep" / "1", config=with_changes(model__width=64))
     out = in_folder(tmp_path / "reports")
     folder = build_report([tmp_path / "sweep"], out, name="r")
-    assert (folder / "val_by_model.width.png").is_file()
+    assert (folder / "effects.png").is_file()
     manifest = json.loads((folder / "manifest.json").read_text())["files"]
     assert sorted(p.name for p in folder.iterdir()) == manifest
     (folder / "mine.png").write_bytes(b"a user's chart")
     (folder / "notes.md").write_text("a user's notes")
-    # another report under the same name (--force): one run, so no chart by width
+    # another report under the same name (--force): one run, so no key effects
     build_report([tmp_path / "sweep" / "0"], out, name="r", force=True)
-    assert not (folder / "val_by_model.width.png").exists()  # listed: removed
+    assert not (folder / "effects.png").exists()  # listed: removed
     assert (folder / "mine.png").read_bytes() == b"a user's chart"  # not listed: kept
     assert (folder / "notes.md").read_text() == "a user's notes"
     assert not list((tmp_path / "reports").glob(".*"))  # no staging folder left
@@ -332,7 +335,7 @@ def test_a_failed_build_leaves_the_previous_report_as_it_was(tmp_path, monkeypat
     def broken(*args, **kwargs):
         raise RuntimeError("a chart failed")
 
-    monkeypatch.setattr("fitscope.report.charts.capacity", broken)
+    monkeypatch.setattr("fitscope.report.build.html_page", broken)  # while charts are drawn
     make_run(tmp_path / "sweep" / "1", config=with_changes(model__width=64))  # new runs.csv
     with pytest.raises(RuntimeError):
         build_report([tmp_path / "sweep"], out)
@@ -471,9 +474,16 @@ def test_values_are_written_as_on_the_command_line(tmp_path):
     assert runs["model.depth"].fillna("").tolist() == ["2", "2", ""]
     curves = pd.read_csv(folder / "curves.csv", dtype=str)
     assert set(curves["model.depth"].fillna("")) == {"2", ""}
-    # every chart is drawn, a bool key and a key some runs lack included
-    for key in ("model.final_activation", "model.depth"):
-        assert (folder / f"val_by_{key}.png").is_file()
+    # every view is drawn, a bool key and a key some runs lack included
+    for chart in ("matrix.png", "effects.png", "curves.png", "runs.png"):
+        assert (folder / chart).is_file(), chart
+    effects = pd.read_csv(folder / "effects.csv", dtype=str, keep_default_na=False)
+    assert set(zip(effects["key"], effects["value"], strict=True)) == {
+        ("model.final_activation", "false"),
+        ("model.final_activation", "true"),
+        ("model.depth", "2"),
+        ("model.depth", "null"),
+    }
 
 
 def test_report_defaults_are_the_report_groups_yaml():
@@ -604,9 +614,7 @@ def test_damaged_runs_are_listed_and_leave_the_other_runs_alone(tmp_path, capsys
     assert set(damaged["status"]) == {"damaged"} == set(damaged["diagnosis"])
     for run_id, reason in reasons.items():
         assert damaged.loc[run_id, "reason"].startswith(reason)
-    assert png_width(reports / "sweep" / "loss_curves.png") == png_width(
-        reports / "clean" / "loss_curves.png"
-    )
+    assert png_width(reports / "sweep" / "runs.png") == png_width(reports / "clean" / "runs.png")
     for page in ("report.md", "report.html"):
         text = (reports / "sweep" / page).read_text()
         assert "Damaged runs" in text and "5 run(s) hold a file that is not" in text

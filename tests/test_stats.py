@@ -10,12 +10,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.collections import PathCollection
 from scipy import stats as sps
 
-from fitscope.report.build import build_report
+from fitscope.report.build import build_report, study_views
 from fitscope.report.frames import collect
-from fitscope.report.stat_charts import intervals_figure
 from fitscope.report.stats import (
     COMPARISON_COLUMNS,
     compare_samples,
@@ -267,7 +265,7 @@ def test_a_report_with_seeds_has_intervals_tests_and_their_chart(tmp_path):
     losses = {key: 0.3 + 0.01 * i for i, key in enumerate(GRID_ACC)}
     _runs(tmp_path, losses, test_acc=GRID_ACC)
     folder = build_report([tmp_path / "s"], in_folder(tmp_path / "reports"))
-    assert (folder / "seed_intervals.png").stat().st_size > 10_000
+    assert (folder / "intervals.png").stat().st_size > 10_000
     table = pd.read_csv(folder / "comparisons.csv")
     assert list(table.columns) == COMPARISON_COLUMNS and len(table) == 8
     groups = pd.read_csv(folder / "groups.csv")
@@ -276,10 +274,12 @@ def test_a_report_with_seeds_has_intervals_tests_and_their_chart(tmp_path):
     )
     text = (folder / "report.md").read_text()
     assert "Seed statistics" in text and "Comparisons of test accuracy" in text
-    assert "(seed_intervals.png)" in text
+    assert "(intervals.png)" in text
+    # what each number means, in the words of the replicate key
+    assert "**paired** when a and b ran the same seeds" in text
     assert "91.00 \\[88.52, 93.48\\]" in text  # relu at depth 1, test accuracy and its interval
     assert "Holm" in text and "untested" in text
-    assert "seed_intervals.png" in json.loads((folder / "manifest.json").read_text())["files"]
+    assert "intervals.png" in json.loads((folder / "manifest.json").read_text())["files"]
     assert "Seed statistics" in (folder / "report.html").read_text()
 
 
@@ -289,24 +289,23 @@ def test_a_single_seed_sweep_says_its_differences_are_untested(tmp_path):
     text = (folder / "report.md").read_text()
     assert "differences between runs are untested" in text and "trainer.seed=0,1,2" in text
     assert not (folder / "comparisons.csv").exists()
-    assert not (folder / "seed_intervals.png").exists()
+    assert not (folder / "intervals.png").exists()
     assert collect([tmp_path / "s"], SETTINGS).comparisons is None
 
 
-def test_the_chart_draws_an_interval_per_setup_with_two_runs_or_more():
-    rows = [("relu", s, 0.9 + 0.01 * s, 0.3 - 0.01 * s) for s in range(3)]
-    rows += [("tanh", 0, 0.85, 0.4), ("selu", 0, 0.88, np.nan), ("selu", 1, 0.89, 0.36)]
-    runs = pd.DataFrame(rows, columns=["activation", "trainer.seed", "test_acc", "best_val_loss"])
-    runs["status"] = "completed"
-    fig = intervals_figure(runs, ["activation"], ["trainer.seed"])
-    acc_ax, loss_ax = fig.axes
-    # error bars: relu and selu for test accuracy; relu only for the loss (selu has one value)
-    assert len(acc_ax.containers) == 2 and len(loss_ax.containers) == 1
-    labels = [t.get_text() for t in acc_ax.get_yticklabels()]
-    assert labels == ["relu (n=3)", "tanh (n=1)", "selu (n=2)"]
-    assert "1 of 2 runs" in [t.get_text() for t in loss_ax.texts]
-    # one dot per run with a value
-    dots = [c for c in acc_ax.collections if isinstance(c, PathCollection)]
-    assert sum(len(c.get_offsets()) for c in dots) == 6
-    runs["status"] = "failed"
-    assert intervals_figure(runs, ["activation"], ["trainer.seed"]) is None
+def test_the_chart_draws_an_interval_per_setup_with_two_runs_or_more(tmp_path):
+    losses = {("relu", 0): 0.30, ("relu", 1): 0.29, ("relu", 2): 0.28, ("tanh", 0): 0.40}
+    losses |= {("selu", 0): 0.35, ("selu", 1): 0.36}
+    _runs(tmp_path, losses)
+    views = study_views(collect([tmp_path / "s"], SETTINGS))
+    (panel,) = views.charts["intervals"].panels
+    (means,) = panel.items
+    # best first: relu, selu, tanh; intervals for the setups with two runs or more
+    assert [label for _, label in panel.y.ticks] == [
+        "activation=relu",
+        "activation=selu",
+        "activation=tanh",
+    ]
+    low, high = means.xerror
+    assert np.isfinite(low[:2]).all() and np.isnan([low[2], high[2]]).all()
+    assert low[0] < means.x[0] < high[0]

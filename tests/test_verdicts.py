@@ -120,6 +120,23 @@ def test_a_run_still_improving_is_not_converged_not_underfit(tmp_path):
     )
 
 
+def test_a_run_whose_best_epoch_is_its_last_and_still_falling_has_not_converged(tmp_path):
+    # validation loss still falls at the end, by less than converge_tol over the last epochs:
+    # its best epoch is its last, so its training has not finished (it was "good fit")
+    epochs = np.arange(1, 41)
+    val = 0.29 + 0.2 * np.exp(-epochs / 4) - 0.0002 * epochs
+    row = verdict_of(curve_run(tmp_path / "slow", val))
+    assert row["best_epoch"] == 40
+    assert row["diagnosis"] == "not converged"
+    assert row["reason"].startswith("best epoch is the last (40) and smoothed val loss still")
+    # a noisy plateau whose lowest epoch happens to be its last is not that: a good fit
+    plateau = 0.25 + 0.004 * np.tile([1.0, -0.5, 0.5, -1.0], 10)
+    plateau[-1] = 0.24
+    noisy = verdict_of(curve_run(tmp_path / "noisy", falling_then(plateau)))
+    assert noisy["best_epoch"] == noisy["epochs_run"]
+    assert noisy["diagnosis"] == "good fit"
+
+
 def test_the_reason_says_which_weights_the_test_used(tmp_path):
     val = np.concatenate([np.linspace(1.0, 0.2, 7), 0.2 + 0.05 * np.arange(1, 6)])
     folder = curve_run(
@@ -358,7 +375,7 @@ def test_a_report_builds_when_the_first_epoch_has_no_finite_loss(tmp_path):
     curve_run(tmp_path / "s" / "0", [float("nan")] * 3, summary={"status": "diverged"})
     curve_run(tmp_path / "s" / "1", [1.0, 0.5, 0.4])
     folder = build_report([tmp_path / "s"], ReportSettings.from_mapping(dir=str(tmp_path / "r")))
-    assert (folder / "loss_curves.png").is_file()
+    assert (folder / "runs.png").is_file()
 
 
 def test_a_healthy_run_learning_slowly_is_not_stuck(tmp_path):

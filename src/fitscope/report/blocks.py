@@ -29,7 +29,6 @@ Block = tuple
 # on a laptop's screen without scrolling sideways; every other column is in runs.csv.
 RUN_COLUMNS = [
     "diagnosis",
-    "flag",
     "test_acc",
     "best_val_loss",
     "best_val_acc",
@@ -63,11 +62,17 @@ def format_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """The run table: a row per run, labelled; *never* as the early-stopping epoch of a run that
-    early stopping would not have stopped (runs.csv keeps the missing value)."""
+    """The run table: a row per run, labelled, its verdict with its flag (without the cause:
+    the flagged runs' table and runs.csv have it); *never* as the early-stopping epoch of a run
+    that early stopping would not have stopped (runs.csv keeps the missing value)."""
     table = format_table(runs.set_index("label")[RUN_COLUMNS])
     never = (runs["best_epoch"].notna() & runs["early_stopping_epoch"].isna()).to_numpy()
     table.loc[never, "early_stopping_epoch"] = "never"
+    flags = runs["flag"].fillna("").astype(str).str.split(" (", n=1, regex=False).str[0]
+    table["diagnosis"] = [
+        f"{verdict}; {flag}" if flag else verdict
+        for verdict, flag in zip(table["diagnosis"], flags, strict=True)
+    ]
     return table.rename(
         columns={
             "diagnosis": "verdict",

@@ -21,6 +21,7 @@ import re
 import secrets
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -178,6 +179,28 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
     pacsv.write_csv(table, path)
 
 
+@dataclass
+class Views:
+    """A report's study and its views: what report.md and report.html show."""
+
+    study: Study
+    group_by: str | None  # the key that groups the curves and colours every chart
+    grouped: pd.DataFrame  # the grouped curves (group_curves.csv)
+    charts: dict[str, Chart | None]  # by name; None where the runs give a view nothing
+
+
+def study_views(report: Report) -> Views:
+    """The study of `report` with its settings (`report.metric`, `report.matrix`,
+    `report.group_by`, checked against the keys that vary) and every view of it."""
+    settings = report.settings
+    check_keys(report, settings)
+    found = study(report, settings.metric, settings.matrix)
+    group_by = settings.group_by or (found.ranked[0] if found.ranked else None)
+    found.findings = findings(report, found)
+    grouped = group_curves(report, group_by)
+    return Views(found, group_by, grouped, draw_views(report, found, group_by, grouped))
+
+
 def write_report(
     report: Report, folder: Path, name: str | None = None, previous: Path | None = None
 ) -> None:
@@ -185,17 +208,12 @@ def write_report(
     folder's name by default); `previous`: the folder of the report's previous build, whose
     unchanged charts are copied rather than drawn again."""
     name = name or folder.name
-    settings = report.settings
-    check_keys(report, settings)
-    found = study(report, settings.metric, settings.matrix)
-    group_by = settings.group_by or (found.ranked[0] if found.ranked else None)
-    found.findings = findings(report, found)
-    grouped = group_curves(report, group_by)
-    write_frames(report, found, grouped, folder)
-    charts = draw_views(report, found, group_by, grouped)
-    drawing = start_drawing([c for c in charts.values() if c is not None], folder, previous)
+    views = study_views(report)
+    write_frames(report, views.study, views.grouped, folder)
+    charts = [chart for chart in views.charts.values() if chart is not None]
+    drawing = start_drawing(charts, folder, previous)
     try:
-        blocks = report_blocks(report, found, name, charts, group_by)
+        blocks = report_blocks(report, views.study, name, views.charts, views.group_by)
         (folder / "report.md").write_text(markdown(blocks))
         (folder / "report.html").write_text(html_page(blocks, f"fitscope report: {name}"))
     finally:

@@ -64,7 +64,8 @@ def group_overlay_chart(
                 Line(part["epoch"], part["mean"], band=(part["low"], part["high"]), name=name,
                      group=group, color=colors.color(group), dash=colors.dash(group),
                      marker=colors.marker(group), mode="lines+markers",
-                     marker_every=max(1, len(part) // 8), end_label=group,
+                     marker_every=max(1, len(part) // 8),
+                     end_label=group if len(order) <= 6 else "",
                      hover=[f"{name}: mean of {n} runs" for n in part["runs"]])
             )  # fmt: skip
         values = [*mine["mean"], *mine["low"], *mine["high"]]
@@ -150,10 +151,10 @@ def _group_items(
     val, train = part[part["column"] == "val_loss"], part[part["column"] == "train_loss"]
     items = [
         Line(val["epoch"], val["mean"], band=(val["low"], val["high"]), color=color, width=2.2,
-             name="validation loss, mean and band", group=group, legend_color=NEUTRAL,
+             name="validation loss, mean and band", legend_color=NEUTRAL,
              hover=[f"{group}: validation mean of {n} runs" for n in val["runs"]]),
         Line(train["epoch"], train["mean"], color=color, dash="dash", width=1.6,
-             name="training loss, mean", group=group, legend_color=NEUTRAL,
+             name="training loss, mean", legend_color=NEUTRAL,
              hover=[f"{group}: training mean of {n} runs" for n in train["runs"]]),
     ]  # fmt: skip
     if picked.empty:
@@ -169,7 +170,7 @@ def _group_items(
                  marker_every=max(1, len(rows) // 5), legend_color=NEUTRAL,
                  end_label=str(run["rank"]) if str(run["rank"]).endswith(" 1") else "",
                  name="best runs (validation)" if best else "worst runs (validation)",
-                 group=group, hover=f"{run['rank']}: {run['label']} ({run['run']})")
+                 hover=f"{run['rank']}: {run['label']} ({run['run']})")
         )  # fmt: skip
     return items
 

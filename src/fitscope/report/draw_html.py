@@ -194,6 +194,7 @@ def _heatmap(item: Heatmap, axes: dict[str, str]) -> dict[str, Any]:
         "y": item.rows,
         "text": item.text,
         "texttemplate": "%{text}",
+        "textfont": {"size": 12},
         "hovertext": item.hover,
         "hovertemplate": "%{hovertext}<extra></extra>",
         "coloraxis": "coloraxis",
@@ -267,6 +268,9 @@ def _axis_layout(spec: Axis) -> dict[str, Any]:
     layout: dict[str, Any] = {"title": {"text": spec.title, "font": {"size": 11}}}
     if spec.log:
         layout["type"] = "log"
+        if spec.range is not None and spec.ticks is None:
+            ticks = _log_ticks(*spec.range)
+            layout.update(tickmode="array", tickvals=ticks, ticktext=[_short(t) for t in ticks])
     if spec.range is not None:
         low, high = spec.range
         layout["range"] = [math.log10(low), math.log10(high)] if spec.log else [low, high]
@@ -279,6 +283,25 @@ def _axis_layout(spec: Axis) -> dict[str, Any]:
     elif spec.integer:
         layout["tickformat"] = "d"
     return layout
+
+
+def _log_ticks(low: float, high: float) -> list[float]:
+    """1, 2 and 5 times each power of ten between `low` and `high` (1 alone over wide ranges),
+    as the PNG's log axes label them."""
+    if not (0 < low < high < math.inf):
+        return []
+    steps = (1.0, 2.0, 5.0) if high / low <= 1000 else (1.0,)
+    first, last = max(-300, math.floor(math.log10(low))), min(300, math.ceil(math.log10(high)))
+    every = max(1, (last - first) // 12)  # at most a dozen labels over a huge range
+    ticks = [step * 10.0**power for power in range(first, last + 1, every) for step in steps]
+    return [t for t in ticks if low <= t <= high]
+
+
+def _short(value: float) -> str:
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:g}{suffix}"
+    return f"{value:g}"
 
 
 def _panel_traces(panel: Panel, index: int, shown: set) -> list[dict[str, Any]]:
@@ -318,12 +341,14 @@ def _bounds(panel: Panel, which: str) -> tuple[float, float]:
     return (min(values), max(values))
 
 
-def _grid(chart: Chart) -> dict[str, Any]:
+def _grid(chart: Chart, height: float) -> dict[str, Any]:
     """A layout with an x and a y axis per panel, in a grid as plotly's make_subplots places
-    them (row after row, `row_heights` repeating), each panel's title above it."""
+    them (row after row, `row_heights` repeating), each panel's title above it; `height`: the
+    plotting area's pixels, which the gaps between rows are made from (ticks and titles)."""
     heights = chart.heights()
     across = min(0.08, 0.4 / max(chart.columns, 1))
-    down = min(0.08, 0.3 / max(chart.rows, 1))
+    lines = max([1, *(p.title.count("\n") + 1 for p in chart.panels if p.title)])
+    down = min(0.3 / max(chart.rows - 1, 1), (40 + 16 * lines) / height)
     width = (1 - (chart.columns - 1) * across) / chart.columns
     room = (1 - (chart.rows - 1) * down) / sum(heights)
     layout: dict[str, Any] = {"annotations": []}
@@ -367,7 +392,8 @@ def figure_dict(chart: Chart) -> dict[str, Any]:
             "margin": {"l": 80, "r": 40, "t": 90, "b": 30},
         }
         return {"data": [_parallel(item)], "layout": {**layout, **_title(chart)}}
-    layout = _grid(chart)
+    pixels = int(sum(chart.heights()) * height * PX_PER_INCH * 0.9 + 120)
+    layout = _grid(chart, pixels - 140)
     shown: set = set()
     data = []
     for index, panel in enumerate(chart.panels, start=1):
@@ -379,7 +405,7 @@ def figure_dict(chart: Chart) -> dict[str, Any]:
             layout[f"xaxis{suffix}"]["visible"] = layout[f"yaxis{suffix}"]["visible"] = False
     _heatmap_scale(chart, layout)
     layout.update(
-        height=int(sum(chart.heights()) * height * PX_PER_INCH * 0.9 + 120),
+        height=pixels,
         template=_template(),
         hovermode="closest",
         legend={"itemclick": "toggleothers", "itemdoubleclick": "toggle", "font": {"size": 11}},

@@ -46,10 +46,13 @@ def encode(values: pd.Series) -> tuple[np.ndarray, bool]:
     return np.array([codes[str(v)] for v in items], float), False
 
 
-def too_few(setups: int, keys: int) -> str | None:
-    """Why importance is not estimated, or None."""
+def too_few(setups: int, keys: int, spread: float = 1.0) -> str | None:
+    """Why importance is not estimated, or None; `spread`: the metric's variance over the
+    setups."""
     if keys == 0:
         return "no key varies but seeds or folds"
+    if not spread > 0:
+        return "every setup has the same value of the metric: no key explains a difference"
     if setups < MIN_SETUPS:
         return (
             f"only {setups} setups: too few for a forest to tell which key explains the metric "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from fitscope.config import show_value
@@ -75,10 +76,15 @@ def _lines(
             lines.append(
                 Line(line.index[out.to_numpy()].astype(float), line[out.to_numpy()],
                      mode="markers", marker="diamond", size=8, color=colors.color(value),
-                     group=str(value), hover=f"{hover}: output layer", name="output layer",
-                     legend_color=NEUTRAL)
+                     hover=f"{hover}: output layer", name="output layer", legend_color=NEUTRAL)
             )  # fmt: skip
     return lines
+
+
+def _log_range(lines: list[Line]) -> tuple[float, float] | None:
+    values = np.concatenate([line.y for line in lines])
+    values = values[np.isfinite(values) & (values > 0)]
+    return (values.min() / 1.5, values.max() * 1.5) if values.size else None
 
 
 def _layer_axis(layers: pd.DataFrame) -> Axis:
@@ -96,7 +102,7 @@ def gradient_chart(report: Report, colors: Colors) -> Chart | None:
         measure = "grad_rms" if has_rms else "grad_norm"
         lines = _lines(report, layers, measure, colors)
         if lines:
-            y = Axis(f"{measure.replace('_', ' ')} (log)", log=True)
+            y = Axis(f"{measure.replace('_', ' ')} (log)", log=True, range=_log_range(lines))
             panels.append(Panel(lines, title=title, x=_layer_axis(layers), y=y))
     if not panels:
         return None

@@ -101,13 +101,16 @@ max-width:1240px;color:#222;padding:0 1em;line-height:1.45}
 h2{border-bottom:1px solid #e5e5e5;padding-bottom:.2em;margin-top:1.6em}
 nav{font-size:14px;margin:.5em 0 1em}nav a{margin-right:1em;white-space:nowrap}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}
-th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
+th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;vertical-align:top}
+td{max-width:36em}
 .scroll{overflow-x:auto}
-th{background:#f4f4f4;cursor:pointer;position:sticky;top:0}
+.tall{max-height:38em;overflow-y:auto;border-bottom:1px solid #ddd}
+th{background:#f4f4f4;cursor:pointer;position:sticky;top:0;z-index:1}
 td:first-child,th:first-child{text-align:left}
-table.runs td:first-child{white-space:normal;min-width:12em;max-width:20em}
-table.runs td:last-child,table.runs th:last-child{white-space:normal;text-align:left;
-min-width:16em;max-width:30em;font-size:12px}
+table.runs td:first-child{min-width:11em;max-width:17em}
+table.runs td:nth-child(2){text-align:left;min-width:6em;max-width:12em}
+table.runs td:last-child,table.runs th:last-child{text-align:left;min-width:18em;
+max-width:32em;font-size:12px}
 tr:nth-child(even) td{background:#fafafa}
 pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:12px;max-height:30em}
 .caption{color:#444;font-size:14px;max-width:62em}
@@ -155,7 +158,9 @@ document.querySelectorAll('input.filter').forEach(function (box) {
 """
 
 
-def _html_table(frame: pd.DataFrame, name: str = "", css: str = "sortable") -> str:
+def _html_table(
+    frame: pd.DataFrame, name: str = "", css: str = "sortable", box: str = "scroll"
+) -> str:
     if frame.index.name is not None:
         frame = frame.reset_index()
     table = frame.to_html(
@@ -163,11 +168,11 @@ def _html_table(frame: pd.DataFrame, name: str = "", css: str = "sortable") -> s
     )
     # Colour the diagnosis cells.
     table = re.sub(
-        r"<td>(overfit|underfit|not converged|good fit|diverged|failed|running)</td>",
-        lambda m: f'<td class="{m.group(1).replace(" ", "-")}">{m.group(1)}</td>',
+        r"<td>(overfit|underfit|not converged|good fit|diverged|failed|running)((?:; [^<]*)?)</td>",
+        lambda m: f'<td class="{m.group(1).replace(" ", "-")}">{m.group(1)}{m.group(2)}</td>',
         table,
     )
-    return f'<div class="scroll">{table}</div>'
+    return f'<div class="{box}">{table}</div>'
 
 
 def _slug(text: str) -> str:
@@ -189,10 +194,10 @@ def _html_block(kind: str, content: list) -> str:
     if kind == "runs":
         rows = len(content[0])
         box = (
-            '<p><input class="filter" data-table="runs" placeholder="filter runs: overfit '
+            '<p><input class="filter" data-table="run-table" placeholder="filter runs: overfit '
             f'relu ..."><span>{rows} of {rows} runs</span></p>'
         )
-        return box + _html_table(content[0], "runs", "sortable runs")
+        return box + _html_table(content[0], "run-table", "sortable runs", "scroll tall")
     if kind == "chart":
         chart = content[0]
         caption = f'<p class="caption">{html.escape(chart.caption)}</p>'

@@ -163,12 +163,12 @@ def seed_stats_blocks(report: Report, chart: Chart | None) -> list[Block]:
         f"significant (Holm p < {ALPHA:g})"
     )
     spreadless = acc["verdict"].str.contains("no spread", regex=False) & ~tested
-    for count, word in (
+    for count, words in (
         (int((~tested & ~spreadless).sum()), "untested"),
         (int(spreadless.sum()), "with no spread"),
     ):
         if count:
-            summary += f"; {count} {word}"
+            summary += f"; {count} {words}"
     shown = comparison_table(comparisons)
     if len(shown) > SHOWN_COMPARISONS:
         summary += f". Below, the {SHOWN_COMPARISONS} of {len(shown)} with the lowest Holm p"

@@ -42,6 +42,7 @@ PALETTE = [  # matplotlib's tab10, the same in the PNG and the HTML page
 # One colour per activation, the same in every chart of every report.
 ACTIVATION_COLORS = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(ACTIVATIONS)}
 NEUTRAL = "#34495e"
+HUGE = 1e300  # an axis ends below this: a huge loss is data, and must not overflow the scale
 LOG_RATIO = 20  # a loss axis is logarithmic when its values span more than this factor
 MAX_INTERVAL_ROWS = 30  # the intervals chart: beyond this many setups, the best and worst 15
 
@@ -94,8 +95,10 @@ def metric_axis(
     if is_accuracy(metric):
         low, high = max(low, 0.0), min(high, 1.0)
     if not is_accuracy(metric) and low > 0 and high / low > LOG_RATIO:
-        return Axis(title=title + " (log)", log=True, range=(low / 1.3, high * 1.3))
+        return Axis(title=title + " (log)", log=True, range=(low / 1.3, min(high * 1.3, HUGE)))
     pad = 0.06 * (high - low) or 0.02 * max(abs(high), 1e-3)
+    if not np.isfinite(pad):  # values near the float's limits: no room to pad
+        return Axis(title=title, percent=is_accuracy(metric), range=(low, high))
     return Axis(title=title, percent=is_accuracy(metric), range=(low - pad, high + pad))
 
 
@@ -329,28 +332,33 @@ def capacity_chart(found: Study, colors: Colors) -> Chart | None:
     ):
         return None
     both = "model.depth" in found.keys and "model.width" in found.keys
+    lines = _capacity_lines(setups, colors, both)
+    # setups stuck at chance or diverged run off the top rather than squeeze the others
+    healthy = setups[~setups["verdict"].str.startswith(("stuck", "diverged"))]
+    params = setups["params"].astype(float)
+    x = Axis("parameters (log)", log=True, range=(params.min() / 1.25, params.max() * 1.25))
     panels = []
     for column, title in (("mean", found.metric_words), ("last_train_loss", "final training loss")):
         items = []
-        for (value, depth), group in _capacity_lines(setups, colors, both):
+        for (value, depth), group in lines:
             line = group.groupby("params")[column].mean().sort_index()
             name = (f"{colors.key}={value}" if colors.key else str(value)) + (
                 f", depth {depth}" if both else ""
             )
+            label = f"{value}" + (f" d{depth}" if both else "") if len(lines) <= 6 else ""
             items.append(
                 Line(line.index, line.to_numpy(float), mode="lines+markers",
                      color=colors.color(value), dash=_depth_dash(setups, depth) if both else
                      colors.dash(value), marker=colors.marker(value), group=str(value),
-                     end_label=f"{value}" + (f" d{depth}" if both else ""), name=name,
-                     hover=f"{name}: mean over its setups of each size")
+                     end_label=label, name=name, hover=f"{name}: mean over its setups of each size")
             )  # fmt: skip
             items.append(
                 Line(group["params"], group[column], mode="markers", size=4, opacity=0.35,
                      color=colors.color(value), hover=list(group["setup"]), group=str(value))
             )  # fmt: skip
         metric = "loss" if column == "last_train_loss" else found.metric
-        axis = metric_axis(setups[column], metric, title)
-        panels.append(Panel(items, title=title, x=Axis("parameters (log)", log=True), y=axis))
+        axis = metric_axis((healthy if len(healthy) else setups)[column], metric, title)
+        panels.append(Panel(items, title=title, x=x, y=axis))
     return Chart(
         name="capacity",
         title="Capacity: results against parameter count",
@@ -360,7 +368,8 @@ def capacity_chart(found: Study, colors: Colors) -> Chart | None:
             f"{colors.key or 'the sweep'} (and depth, by dash, where width varies too), the mean "
             "over its setups of that size, each setup a faint dot. Training loss keeps falling "
             "with capacity; where the validation side "
-            "turns up, larger models overfit. Each panel has its own scale."
+            "turns up, larger models overfit. Each panel has its own scale; setups stuck at "
+            "chance or diverged run off its top."
         ),
         alt="capacity chart",
         panels=panels,
@@ -403,8 +412,10 @@ def intervals_chart(found: Study, word: str) -> Chart | None:
                  shown["setup"], shown["mean"], shown["n"], strict=True)])
     ]  # fmt: skip
     ticks = list(zip(positions, shown["setup"], strict=True))
-    ends = [*shown["ci_low"], *shown["ci_high"]]
-    x = metric_axis(shown["mean"], found.metric, found.metric_words, ends)
+    healthy = shown[~shown["verdict"].str.startswith(("stuck", "diverged"))]
+    scaled = healthy if len(healthy) else shown
+    ends = [*scaled["ci_low"], *scaled["ci_high"]]
+    x = metric_axis(scaled["mean"], found.metric, found.metric_words, ends)
     more = len(order) - len(shown)
     return Chart(
         name="intervals",

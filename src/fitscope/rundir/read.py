@@ -192,9 +192,7 @@ def read_metrics(path: Path) -> pd.DataFrame:
     frame = _plain_csv(text)
     if frame is None:  # anything but the plain numbers fitscope writes: pandas' parser
         try:
-            frame = pd.read_csv(
-                io.StringIO(text), on_bad_lines="skip", float_precision="round_trip"
-            )
+            frame = pd.read_csv(io.StringIO(text), on_bad_lines="skip")
         except pd.errors.EmptyDataError:
             return empty
         except Exception as error:  # pandas' parser on a file that is not what fitscope writes
