@@ -41,12 +41,12 @@ from fitscope.report.images import start_drawing
 from fitscope.report.index import write_index
 from fitscope.report.layer_views import layer_charts
 from fitscope.report.render import html_page, markdown
+from fitscope.report.scales import Colors
 from fitscope.report.settings import ReportSettings
 from fitscope.report.spec import Chart
 from fitscope.report.stats import REPLICATE_WORDS
 from fitscope.report.study import Study, study
 from fitscope.report.views import (
-    Colors,
     capacity_chart,
     effects_chart,
     importance_chart,

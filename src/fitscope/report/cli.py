@@ -39,6 +39,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--name", default=None, help="report folder name (default: the first folder's name)"
     )
+    parser.add_argument(
+        "--metric",
+        default=None,
+        help="report.metric: what ranks the setups (best_val_loss, "
+        "best_val_acc, test_acc, test_loss)",
+    )
+    parser.add_argument(
+        "--matrix",
+        default=None,
+        help="report.matrix: the results matrix's keys, e.g. activation,model.depth",
+    )
+    parser.add_argument(
+        "--group-by", default=None, help="report.group_by: the key that groups the curves"
+    )
     parser.add_argument("--patience", type=int, default=None, help="report.patience")
     parser.add_argument("--min-delta", type=float, default=None, help="report.min_delta")
     parser.add_argument(
@@ -60,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
             name=args.name,  # checked by the report.name rule (the name itself is passed below)
             patience=args.patience,
             min_delta=args.min_delta,
+            metric=args.metric,
+            matrix=args.matrix.split(",") if args.matrix else None,
+            group_by=args.group_by,
         )
         folder = build_report(args.folders, settings, args.name, args.force)
     except FitscopeError as error:

@@ -14,8 +14,8 @@ import pandas as pd
 from fitscope.config import show_value
 from fitscope.report.diagnose import DEFAULT_CLASSES, smooth
 from fitscope.report.frames import Report
+from fitscope.report.scales import NEUTRAL, Colors, metric_axis
 from fitscope.report.spec import Axis, Chart, Line, Panel, Rule, Text
-from fitscope.report.views import NEUTRAL, Colors, metric_axis
 
 TRAIN_COLOR, VAL_COLOR = "#2c3e50", "#e67e22"
 DIAGNOSIS_COLORS = {

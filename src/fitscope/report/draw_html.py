@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from fitscope.report.html_traces import (
+    COLORSCALE,
+    bars_trace,
+    heatmap_trace,
+    line_traces,
+    parallel_trace,
+    rule_trace,
+    text_trace,
+)
 from fitscope.report.spec import (
     Axis,
     Bars,
@@ -25,17 +33,6 @@ from fitscope.report.spec import (
 )
 
 PX_PER_INCH = 100
-COLORSCALE = "Viridis"
-SYMBOLS = {
-    "circle": "circle",
-    "square": "square",
-    "triangle-up": "triangle-up",
-    "diamond": "diamond",
-    "triangle-down": "triangle-down",
-    "x": "x",
-    "star": "star",
-    "cross": "cross",
-}
 CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["sendDataToCloud"]}
 
 
@@ -44,224 +41,6 @@ def plotly_script() -> str:
     from plotly.offline import get_plotlyjs
 
     return get_plotlyjs()
-
-
-def _values(values: Sequence[float] | np.ndarray) -> list[float | None]:
-    """Numbers for JSON: NaN and infinities as null (a gap in the line)."""
-    array = np.asarray(values, float)
-    return [float(v) if math.isfinite(v) else None for v in array]
-
-
-def _hover(item: Line) -> dict[str, Any]:
-    if item.hover is None:
-        return {"hoverinfo": "x+y+name" if item.name else "x+y"}
-    texts = [item.hover] * len(item.x) if isinstance(item.hover, str) else list(item.hover)
-    return {"hovertext": texts, "hovertemplate": "%{hovertext}<br>%{x}, %{y:.4g}<extra></extra>"}
-
-
-def _line(item: Line, shown: set[str], axes: dict[str, str]) -> list[dict[str, Any]]:
-    group = item.group or item.name
-    traces = []
-    if item.band is not None:
-        for i, edge in enumerate(item.band):
-            traces.append(
-                {
-                    "type": "scatter",
-                    "x": _values(item.x),
-                    "y": _values(edge),
-                    "mode": "lines",
-                    "line": {"width": 0, "color": item.color},
-                    "fill": "tonexty" if i else None,
-                    "fillcolor": _rgba(item.color, item.band_opacity),
-                    "hoverinfo": "skip",
-                    "showlegend": False,
-                    "legendgroup": group,
-                    **axes,
-                }
-            )
-    trace = {
-        "type": "scatter",
-        "x": _values(item.x),
-        "y": _values(item.y),
-        "mode": item.mode,
-        "name": item.name,
-        "legendgroup": group,
-        "showlegend": bool(item.name) and (item.name, group) not in shown,
-        "opacity": item.opacity,
-        "line": {"color": item.color, "width": item.width, "dash": item.dash},
-        **_hover(item),
-        **axes,
-    }
-    if "markers" in item.mode:
-        trace["marker"] = {
-            "symbol": SYMBOLS[item.marker] + ("-open" if item.hollow else ""),
-            "size": item.size,
-            "color": item.color,
-            "maxdisplayed": 0
-            if item.marker_every <= 1
-            else max(2, len(item.x) // item.marker_every),
-        }
-    if item.error is not None:
-        low, high = np.asarray(item.error[0], float), np.asarray(item.error[1], float)
-        y = np.asarray(item.y, float)
-        trace["error_y"] = {
-            "type": "data",
-            "symmetric": False,
-            "array": _values(high - y),
-            "arrayminus": _values(y - low),
-            "color": item.color,
-            "thickness": 1.2,
-            "width": 3,
-        }
-    if item.xerror is not None:
-        low, high = np.asarray(item.xerror[0], float), np.asarray(item.xerror[1], float)
-        x = np.asarray(item.x, float)
-        trace["error_x"] = {
-            "type": "data",
-            "symmetric": False,
-            "array": _values(high - x),
-            "arrayminus": _values(x - low),
-            "color": item.color,
-            "thickness": 1.2,
-            "width": 3,
-        }
-    if item.name:
-        shown.add((item.name, group))
-    traces.append(trace)
-    if item.end_label:
-        traces.append(_end_label(item, axes))
-    return traces
-
-
-def _markers_shown(item: Line) -> int:
-    """How many markers a line shows: every one (0), or about one each `marker_every` points."""
-    return 0 if item.marker_every <= 1 else max(2, len(item.x) // item.marker_every)
-
-
-def _end_label(item: Line, axes: dict[str, str]) -> dict[str, Any]:
-    y = np.asarray(item.y, float)
-    finite = np.flatnonzero(np.isfinite(y))
-    last = int(finite[-1]) if len(finite) else 0
-    return {
-        "type": "scatter",
-        "x": [float(item.x[last])] if len(finite) else [],
-        "y": [float(y[last])] if len(finite) else [],
-        "mode": "text",
-        "text": [item.end_label],
-        "textposition": "middle right",
-        "textfont": {"color": item.color, "size": 10},
-        "hoverinfo": "skip",
-        "showlegend": False,
-        "legendgroup": item.group or item.name,
-        **axes,
-    }
-
-
-def _rgba(color: str, alpha: float) -> str:
-    color = color.lstrip("#")
-    r, g, b = (int(color[i : i + 2], 16) for i in (0, 2, 4))
-    return f"rgba({r},{g},{b},{alpha})"
-
-
-def _rule(item: Rule, shown: set, axes: dict[str, str], bounds: tuple) -> dict[str, Any]:
-    """A reference line as a two-point trace (so that it has a legend entry and hover text)."""
-    low, high = bounds
-    vertical = item.axis == "x"
-    group = item.group or item.name
-    trace = {
-        "type": "scatter",
-        "x": [item.value, item.value] if vertical else [low, high],
-        "y": [low, high] if vertical else [item.value, item.value],
-        "mode": "lines",
-        "line": {"color": item.color, "dash": item.dash, "width": item.width},
-        "name": item.name,
-        "legendgroup": group,
-        "showlegend": bool(item.name) and (item.name, group) not in shown,
-        "hovertext": [item.hover or item.name] * 2,
-        "hovertemplate": "%{hovertext}<extra></extra>",
-        **axes,
-    }
-    if item.name:
-        shown.add((item.name, group))
-    return trace
-
-
-def _heatmap(item: Heatmap, axes: dict[str, str]) -> dict[str, Any]:
-    return {
-        "type": "heatmap",
-        "z": [[None if not math.isfinite(v) else v for v in row] for row in item.z],
-        "x": item.columns,
-        "y": item.rows,
-        "text": item.text,
-        "texttemplate": "%{text}",
-        "textfont": {"size": 12},
-        "hovertext": item.hover,
-        "hovertemplate": "%{hovertext}<extra></extra>",
-        "coloraxis": "coloraxis",
-        "xgap": 2,
-        "ygap": 2,
-        **axes,
-    }
-
-
-def _bars(item: Bars, axes: dict[str, str]) -> dict[str, Any]:
-    values = np.asarray(item.values, float)
-    return {
-        "type": "bar",
-        "orientation": "h",
-        "x": _values(values),
-        "y": item.labels,
-        "marker": {"color": item.colors},
-        "error_x": {
-            "type": "data",
-            "symmetric": False,
-            "array": _values(np.asarray(item.high, float) - values),
-            "arrayminus": _values(values - np.asarray(item.low, float)),
-        },
-        "text": item.notes or None,
-        "textposition": "outside",
-        "hovertext": item.hover,
-        "hovertemplate": "%{hovertext}<extra></extra>",
-        "showlegend": False,
-        **axes,
-    }
-
-
-def _parallel(item: Parallel) -> dict[str, Any]:
-    dimensions = []
-    for dim in item.dimensions:
-        entry: dict[str, Any] = {"label": dim.label, "values": _values(dim.values)}
-        if dim.ticks:
-            entry["tickvals"] = [p for p, _ in dim.ticks]
-            entry["ticktext"] = [t for _, t in dim.ticks]
-        dimensions.append(entry)
-    return {
-        "type": "parcoords",
-        "dimensions": dimensions,
-        "line": {
-            "color": _values(item.color),
-            "colorscale": COLORSCALE,
-            "reversescale": item.reverse,
-            "showscale": True,
-            "colorbar": {"title": {"text": item.colorbar}},
-        },
-    }
-
-
-def _text(item: Text, axes: dict[str, str]) -> dict[str, Any]:
-    position = {"left": "middle right", "right": "middle left", "center": "middle center"}
-    return {
-        "type": "scatter",
-        "x": [item.x],
-        "y": [item.y],
-        "mode": "text",
-        "text": [item.text],
-        "textposition": position[item.align],
-        "textfont": {"color": item.color, "size": item.size + 2},
-        "hoverinfo": "skip",
-        "showlegend": False,
-        **axes,
-    }
 
 
 def _axis_layout(spec: Axis) -> dict[str, Any]:
@@ -311,16 +90,16 @@ def _panel_traces(panel: Panel, index: int, shown: set) -> list[dict[str, Any]]:
     y_bounds = _bounds(panel, "y")
     for item in panel.items:
         if isinstance(item, Line):
-            traces += _line(item, shown, axes)
+            traces += line_traces(item, shown, axes)
         elif isinstance(item, Rule):
             span = y_bounds if item.axis == "x" else _bounds(panel, "x")
-            traces.append(_rule(item, shown, axes, span))
+            traces.append(rule_trace(item, shown, axes, span))
         elif isinstance(item, Heatmap):
-            traces.append(_heatmap(item, axes))
+            traces.append(heatmap_trace(item, axes))
         elif isinstance(item, Bars):
-            traces.append(_bars(item, axes))
+            traces.append(bars_trace(item, axes))
         elif isinstance(item, Text):
-            traces.append(_text(item, axes))
+            traces.append(text_trace(item, axes))
     return traces
 
 
@@ -391,7 +170,7 @@ def figure_dict(chart: Chart) -> dict[str, Any]:
             "height": int(height * PX_PER_INCH),
             "margin": {"l": 80, "r": 40, "t": 90, "b": 30},
         }
-        return {"data": [_parallel(item)], "layout": {**layout, **_title(chart)}}
+        return {"data": [parallel_trace(item)], "layout": {**layout, **_title(chart)}}
     pixels = int(sum(chart.heights()) * height * PX_PER_INCH * 0.9 + 120)
     layout = _grid(chart, pixels - 140)
     shown: set = set()

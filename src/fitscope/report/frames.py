@@ -26,17 +26,13 @@ import pandas as pd
 from fitscope import __version__
 from fitscope.config import flatten_config, is_display_key, show_value
 from fitscope.report.diagnose import (
-    DEFAULT_CLASSES,
     RunCurves,
-    Verdict,
-    diagnose,
-    stopping_epochs,
 )
-from fitscope.report.flags import run_flags
 from fitscope.report.index import INDEX_VERSION, Sweep, load_sweep
+from fitscope.report.runs import is_int64, missing, run_row
 from fitscope.report.settings import ReportSettings
 from fitscope.report.stats import compare_setups, interval_columns
-from fitscope.rundir import LAYER_MEASURES, SPLIT_METRICS, RunRecord, display_path
+from fitscope.rundir import LAYER_MEASURES, SPLIT_METRICS
 from fitscope.rundir import parse_layer_column as parse_layer
 
 # Keys whose values are repetitions of one setup: runs that differ only in them are aggregated.
@@ -216,91 +212,6 @@ def _run_ids(paths: Sequence[Path]) -> list[str]:
     return [str(p.relative_to(common)) for p in paths]
 
 
-def _diagnosis(record: RunRecord, run: RunCurves, settings: ReportSettings) -> Verdict:
-    """`damaged` with what is wrong, the run's status when it diverged or failed, else
-    `diagnose` (with what the trainer's early stopping did, and the run's problems)."""
-    if record.damage:
-        return Verdict("damaged", "; ".join(record.damage))
-    if record.status in ("diverged", "failed"):
-        return Verdict(record.status, (record.summary or {}).get("error") or record.status)
-    if not len(run.trained()):
-        return Verdict("no data", "; ".join(record.problems) or "no trained epoch")
-    verdict = diagnose(run, settings)
-    reason = verdict.reason
-    summary = record.summary or {}
-    if summary.get("stopped_early"):
-        reason += f"; the trainer stopped early at epoch {summary.get('epochs_run')}"
-    if record.status == "running":
-        reason += " (unfinished: " + "; ".join(record.problems or ["status running"]) + ")"
-    elif record.problems:  # e.g. its config read from .hydra/config.yaml
-        reason += " (" + "; ".join(record.problems) + ")"
-    return dataclasses.replace(verdict, reason=reason)
-
-
-def _metric_at(run: RunCurves, epoch: int | None, prefix: str) -> dict[str, float]:
-    return {f"{prefix}_{m}": run.at(epoch, m) for m in SPLIT_METRICS}
-
-
-def _results(summary: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
-    """What summary.json records of the run's results, and the gaps at its best epoch."""
-    test_best, test_last = summary.get("test_best") or {}, summary.get("test_last") or {}
-    return {
-        "test_loss": test_best.get("loss", np.nan),
-        "test_acc": test_best.get("acc", np.nan),
-        "last_test_loss": test_last.get("loss", np.nan),
-        "last_test_acc": test_last.get("acc", np.nan),
-        "gap_loss": row["best_val_loss"] - row["best_train_loss"],
-        "gap_acc": row["best_train_acc"] - row["best_val_acc"],
-        "params": summary.get("params", np.nan),
-        "classes": summary.get("classes", np.nan),
-        "wall_time_s": summary.get("wall_time_s", np.nan),
-        "samples_per_s": summary.get("samples_per_s", np.nan),
-    }
-
-
-def run_row(
-    record: RunRecord, run: RunCurves, keys: Mapping[str, Any], settings: ReportSettings
-) -> dict[str, Any]:
-    """The run's row of `runs`; `keys`: its run id, label and values of the varying keys. A
-    damaged run's results are left empty: none of its files is taken for a result."""
-    summary = record.summary or {}
-    if record.damage:
-        summary, run = {}, run.rows(np.zeros(len(run), bool))
-    verdict = _diagnosis(record, run, settings)
-    row: dict[str, Any] = {**keys, "status": record.status, "diagnosis": verdict.diagnosis}
-    row["reason"] = verdict.reason
-    row.update(stopping_epochs(run, settings), epochs_run=len(run.trained()))
-    last = int(run.epoch[-1]) if len(run) else None
-    initial = 0 if len(run) and run.epoch[0] == 0 else None
-    row.update(_metric_at(run, initial, "initial"))
-    row.update(_metric_at(run, row["best_epoch"], "best"))
-    row.update(_metric_at(run, last, "last"))
-    row.update(
-        val_noise=verdict.val_noise,
-        val_rise=verdict.val_rise,
-        val_window=verdict.val_window,
-        smoothed_min_epoch=verdict.smoothed_min_epoch,
-    )
-    classes = summary.get("classes")
-    classes = classes if _is_int64(classes) else DEFAULT_CLASSES
-    row.update(run_flags(run, row["best_epoch"], classes, settings, record.status))
-    row.update(_results(summary, row))
-    row.update(command=record.command, path=display_path(record.path))
-    return row
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
-
-
-def _is_int64(value: Any) -> bool:
-    return (
-        isinstance(value, (int, np.integer))
-        and not isinstance(value, bool)
-        and -(2**63) <= value < 2**63
-    )
-
-
 def _display_paths(paths: Sequence[Path]) -> list[str]:
     """Resolved run folders as a user would type them: relative to the working directory when
     below it (`fitscope.rundir.display_path`, without resolving each again)."""
@@ -403,8 +314,8 @@ def _runs_frame(rows: list[dict[str, Any]], varying: list[str]) -> pd.DataFrame:
     runs = pd.DataFrame(rows)
     for column in INTEGER_COLUMNS:
         values = [row[column] for row in rows]
-        if all(_missing(v) or _is_int64(v) for v in values):
-            runs[column] = pd.array([None if _missing(v) else int(v) for v in values], "Int64")
+        if all(missing(v) or is_int64(v) for v in values):
+            runs[column] = pd.array([None if missing(v) else int(v) for v in values], "Int64")
     for key in varying:  # as read: an int stays an int where another run has no value
         runs[key] = pd.Series([row[key] for row in rows], dtype=object)
     return runs

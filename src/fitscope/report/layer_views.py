@@ -15,8 +15,8 @@ import pandas as pd
 
 from fitscope.config import show_value
 from fitscope.report.frames import Report, layer_rows
+from fitscope.report.scales import NEUTRAL, Colors
 from fitscope.report.spec import DASHES, Axis, Chart, Line, Panel
-from fitscope.report.views import NEUTRAL, Colors
 
 PER_RUN = 24
 
