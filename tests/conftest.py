@@ -14,9 +14,24 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
+from hypothesis import Phase, settings
 
 from fitscope.train.data import write_idx_dataset
 from fitscope.train.runner import clear_caches
+
+# Hypothesis profiles: `default` while developing (random examples, shrinking); `ci` (.ci/run sets
+# HYPOTHESIS_PROFILE=ci) draws the same examples every time and reports a failure unshrunk, so
+# no rare random example decides a landing and no shrink runs past CI's time
+settings.register_profile("default", deadline=None)
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    print_blob=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"

@@ -202,4 +202,5 @@ def test_report_writes_layers_and_gradient_charts(tmp_path):
     assert {"grad_rms", "act_mean", "act_std", "signal", "dead", "saturated"} <= set(layers.columns)
     assert len(layers) == 2 * 3 * 4  # runs x epochs (0 to 2) x layers
     assert (folder / "gradient_flow.png").is_file() and (folder / "units.png").is_file()
-    assert "## Gradient flow" in (folder / "report.md").read_text()
+    markdown = (folder / "report.md").read_text()
+    assert "## Diagnostics" in markdown and "(gradient_flow.png)" in markdown

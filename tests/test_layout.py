@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import tomllib
 from omegaconf import OmegaConf
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -91,6 +92,21 @@ def test_the_report_wing_loads_no_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_every_package_of_the_source_is_installed():
+    """pyproject.toml names its packages: a new one (rundir/) must be named too, or an install
+    that is not editable lacks it."""
+    listed = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    source = REPO / "src"
+    found = {
+        ".".join(init.parent.relative_to(source).parts)
+        for init in source.rglob("__init__.py")
+        if "egg-info" not in str(init)
+    }
+    assert found - {"hydra_plugins"} <= listed, sorted(found - listed)
 
 
 def requirements(name: str) -> set[Requirement]:
@@ -203,7 +219,7 @@ def test_report_in_a_fresh_venv_with_only_the_report_requirements(tmp_path):
     absent = call(python, "-c", "import torch", check=False)  # not hidden: not installed
     assert "No module named 'torch'" in absent.stderr, absent.stdout + absent.stderr
     found = "import importlib.util as u; print([m for m in {} if u.find_spec(m)])"
-    training = ["torch", "torchvision", "hydra", "sklearn"]  # Hydra's callback is not the report
+    training = ["torch", "torchvision", "hydra"]  # Hydra's callback is not the report
     assert call(python, "-c", found.format(training)).stdout.strip() == "[]"
 
     installed = call(python, "-c", "import fitscope; print(fitscope.__file__)")

@@ -20,7 +20,7 @@ from fitscope.report.build import ReportError, build_report
 from fitscope.report.diff import diff_runs
 from fitscope.report.frames import collect
 from fitscope.report.settings import ReportSettings
-from fitscope.rundir import RunFolderError
+from fitscope.rundir import MetricsWriter, RunFolderError, read_metrics
 from fitscope.stopping import early_stopping_epoch
 from fitscope.train.runner import run
 
@@ -619,6 +619,24 @@ def test_damaged_runs_are_listed_and_leave_the_other_runs_alone(tmp_path, capsys
         text = (reports / "sweep" / page).read_text()
         assert "Damaged runs" in text and "5 run(s) hold a file that is not" in text
         assert "summary.json: a list, not a JSON object" in text
+
+
+def test_metrics_csv_reads_back_as_the_trainer_wrote_it(tmp_path):
+    # MetricsWriter ends rows with \r\n (the csv module's way); a last row cut short is left out
+    columns = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "dead_out"]
+    rows = [
+        dict(zip(columns, [e, 1 / (e + 1), 0.5, 0.3 + e, 0.9, 0.1], strict=True)) for e in range(3)
+    ]
+    with MetricsWriter(tmp_path / "metrics.csv", columns) as writer:
+        for row in rows:
+            writer.write(row)
+    with open(tmp_path / "metrics.csv", "a") as file:
+        file.write("3,0.25,0.5")  # killed while writing epoch 3
+    metrics = read_metrics(tmp_path / "metrics.csv")
+    assert list(metrics.columns) == columns  # no "dead_out\r"
+    expected = pd.DataFrame(rows)
+    pd.testing.assert_frame_equal(metrics, expected, check_dtype=False)
+    assert metrics["epoch"].dtype == "int64"
 
 
 def test_nan_and_huge_values_are_data_not_damage(tmp_path):

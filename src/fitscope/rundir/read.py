@@ -164,8 +164,8 @@ MAX_EPOCH = 2**31
 def _plain_csv(text: str) -> pd.DataFrame | None:
     """`text` as a frame when it is what fitscope writes: a header of distinct names, then rows
     of as many numbers; None for anything else (quotes, empty or text cells, ragged rows)."""
-    lines = text.split("\n")[:-1]
-    if len(lines) < 2 or '"' in text:
+    lines = [line.removesuffix("\r") for line in text.split("\n")[:-1]]  # csv writes \r\n
+    if len(lines) < 2 or '"' in text or "\r" in "".join(lines):
         return None
     header = lines[0].split(",")
     rows = [line.split(",") for line in lines[1:]]
