@@ -35,7 +35,7 @@ from fitscope.rundir import (
 
 log = logging.getLogger("fitscope")
 
-INDEX_VERSION = "2"  # bump when what a record holds, or how a run folder is read, changes
+INDEX_VERSION = "3"  # bump when what a record holds, or how a run folder is read, changes
 RUNS_INDEX = "index-runs.parquet"
 EPOCHS_INDEX = "index-epochs.parquet"
 INDEX_FILES = (RUNS_INDEX, EPOCHS_INDEX)
