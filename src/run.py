@@ -1,6 +1,6 @@
 """fitscope's command line: `python src/run.py [-m] [group=option ...] [key=value ...]`.
 
-One job trains one MLP into its own run folder under multirun/. See README.md.
+One job trains one MLP into its own run folder under multirun/. `--help` lists every key.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from fitscope import FitscopeError
+from fitscope.conf_keys import command_line_problem, default_options, help_text
 from fitscope.config import ConfigError
 from fitscope.rundir import ENTRY_POINT, LOCK_FILE, RunLocked, display_path, run_lock
 from fitscope.train.runner import run
@@ -110,7 +111,16 @@ def _interrupted() -> str:
     )
 
 
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
 if __name__ == "__main__":
+    if {"--help", "-h"} & set(sys.argv[1:]):  # every key of every group, with its comment
+        print(help_text(CONF, default_options(CONF)))
+        sys.exit(0)
+    problem = command_line_problem(sys.argv[1:], CONF)
+    if problem:  # a misspelled key, before Hydra composes (and advises +key=value)
+        print(problem, file=sys.stderr)
+        sys.exit(1)
     try:
         main()
     except KeyboardInterrupt:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import compose_cfg, quick_cfg, run_cli
+from conftest import CONF, compose_cfg, quick_cfg, run_cli
+from fitscope.conf_keys import all_keys, command_line_problem, default_options
 from fitscope.config import ConfigError
 from fitscope.train.data import DataError, load_arrays
 from fitscope.train.runner import run
@@ -155,3 +156,80 @@ def test_command_line_unresolvable_value_leaves_no_run_folder(tmp_path):
     assert "optimizer.lr cannot be resolved" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert not list(tmp_path.glob("multirun/*"))
+
+
+# ---------------------------------------------------------------- misspelled keys and --help
+
+
+def _typo(key: str) -> str:
+    """`key` with the last two letters of its last part swapped (`depth` -> `depht`), or a
+    letter doubled where swapping changes nothing."""
+    head, _, last = key.rpartition(".")
+    swapped = last[:-2] + last[-1] + last[-2] if len(last) > 2 else last + last[-1]
+    if swapped == last:
+        swapped = last + last[-1]
+    return f"{head}.{swapped}" if head else swapped
+
+
+KEYS_BY_GROUP = {
+    group: [k for k in all_keys(CONF) if k.name.startswith(group + ".") and k.option.endswith(
+        "/" + default_options(CONF).get(group, ""))]
+    for group in ("data", "model", "activation", "optimizer", "trainer", "report", "logger")
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("group", sorted(KEYS_BY_GROUP))
+def test_a_misspelled_key_of_any_group_names_the_key_meant(group):
+    keys = [k for k in all_keys(CONF) if k.name.startswith(group + ".")]
+    keys = [k for k in keys if not k.name.endswith(".name")]
+    assert keys or group == "logger"  # logger=none has no keys; its other options do
+    for key in keys:
+        for plus in ("", "+"):
+            typed = f"{plus}{_typo(key.name)}=1"
+            problem = command_line_problem([typed], CONF)
+            assert problem is not None, typed
+            assert problem.startswith(f"{typed} is invalid: fitscope has no key ")
+            meant = problem.split("did you mean ", 1)[1].split("?")[0].split(" or ")
+            assert key.name in meant, problem
+            assert "\n" not in problem
+
+
+def test_every_key_of_every_option_is_known():
+    overrides = [f"{k.name}={k.default}" for k in all_keys(CONF)]
+    assert len(overrides) > 60
+    assert command_line_problem(overrides, CONF) is None
+    # group choices and Hydra's own keys are Hydra's to check
+    hydra = ["activation=tanh", "hydra/launcher=cpu", "hydra.sweep.dir=x", "-m", "--cfg", "job"]
+    assert command_line_problem(hydra, CONF) is None
+
+
+def test_the_command_line_refuses_a_misspelled_key_in_one_line_and_writes_nothing(tmp_path):
+    for override in ("model.depht=3", "+model.depht=3"):
+        result = run_cli("-m", override, "trainer.epochs=1", cwd=tmp_path, timeout=120)
+        assert result.returncode == 1
+        (line,) = result.stderr.strip().splitlines()  # one line, no traceback
+        assert line.startswith(
+            f"{override} is invalid: fitscope has no key model.depht; did you mean model.depth "
+        )
+        assert line.endswith(
+            "the keys of model: depth, dropout, final_activation, init, name, width"
+        )
+        assert "+model.depht" not in result.stderr.replace(override, "")  # no advice to add it
+    assert not (tmp_path / "multirun").exists()
+
+
+def test_help_lists_every_key_of_every_group_with_its_default_and_comment(tmp_path):
+    result = run_cli("--help", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0
+    for key in all_keys(CONF):
+        if key.name.endswith(".name"):
+            continue
+        head = f"{key.name}={key.default}"
+        lines = [text.strip() for text in result.stdout.splitlines()]
+        assert any(
+            text.startswith(head) and text.removeprefix(head).strip() == key.comment
+            for text in lines
+        ), key
+    for group, default in default_options(CONF).items():
+        options = next(text for text in result.stdout.splitlines() if text.startswith(group + ":"))
+        assert f"{default}*" in options
