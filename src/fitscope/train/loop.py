@@ -28,6 +28,7 @@ from fitscope.stopping import EarlyStopping
 from fitscope.train.data import Splits
 from fitscope.train.diagnostics import (
     DIAGNOSTIC_BATCH,
+    GradientMonitor,
     activation_of,
     activation_statistics,
     diagnostic_columns,
@@ -132,7 +133,7 @@ class Progress:
         return False
 
 
-class _TrainTimer:
+class TrainTimer:
     """Times each epoch's training phase without a host sync: CUDA events on CUDA, read after
     the epoch's one sync; the wall clock elsewhere (the CPU runs synchronously)."""
 
@@ -161,30 +162,32 @@ class _TrainTimer:
         return self.begin.elapsed_time(self.end) / 1000 if self.cuda else self.seconds_
 
 
-def _epoch_measures(
-    step: Step,
+def epoch_measures(
     model: nn.Module,
     splits: Splits,
     settings: TrainerSettings,
+    monitor: GradientMonitor | None,
+    steps: int,
     losses: torch.Tensor | None,
 ) -> dict[str, torch.Tensor]:
-    """The epoch's device tensors by name: `train` and `val` [loss, accuracy], the diagnostics'
-    `gradients` and `activations` when measured, the per-step `step_losses` when given."""
+    """The epoch's device tensors by name: `train` and `val` [loss, accuracy] of `model`; with
+    the gradient `monitor` of the epoch's `steps` (diagnostics on), its `gradients` and the
+    `activations`; the per-step `step_losses` when given."""
     batch, precision = settings.eval_batch_size, settings.precision
     measures = {
         "train": evaluate(model, *splits.train_eval, batch, precision),
         "val": evaluate(model, splits.x_val, splits.y_val, batch, precision),
     }
-    if step.monitor is not None:
+    if monitor is not None:
         probe = splits.x_val[:DIAGNOSTIC_BATCH]
-        measures["gradients"] = step.monitor.epoch_values(step.steps)
+        measures["gradients"] = monitor.epoch_values(steps)
         measures["activations"] = activation_statistics(model, probe, activation_of(model))
     if losses is not None:
         measures["step_losses"] = losses
     return measures
 
 
-def _to_host(measures: Mapping[str, torch.Tensor]) -> dict[str, list[float]]:
+def to_host(measures: Mapping[str, torch.Tensor]) -> dict[str, list[float]]:
     """Device tensors back on the host in one transfer (the epoch's one sync), by name."""
     values = torch.cat([t.reshape(-1) for t in measures.values()]).tolist()
     host, start = {}, 0
@@ -194,7 +197,7 @@ def _to_host(measures: Mapping[str, torch.Tensor]) -> dict[str, list[float]]:
     return host
 
 
-def _row(
+def epoch_row(
     columns: list[str], epoch: int, host: Mapping[str, list[float]], lr: float, seconds: float
 ) -> dict[str, float]:
     """The epoch's `metrics.csv` row."""
@@ -225,8 +228,8 @@ def initial_row(
         measures["gradients"] = initial_gradients(model, x, y, optimizer_cfg.get("grad_clip"))
         probe = splits.x_val[:DIAGNOSTIC_BATCH]
         measures["activations"] = activation_statistics(model, probe, activation_of(model))
-    host = _to_host(measures)
-    return _row(columns, 0, host, optimizer_cfg["lr"], time.perf_counter() - start)
+    host = to_host(measures)
+    return epoch_row(columns, 0, host, optimizer_cfg["lr"], time.perf_counter() - start)
 
 
 def fit(
@@ -254,7 +257,7 @@ def fit(
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     result = FitResult(status="completed", initial=initial, compile=step.mode)
     progress = Progress(settings, result)
-    loop_seconds, timer = 0.0, _TrainTimer(device)
+    loop_seconds, timer = 0.0, TrainTimer(device)
     result.setup_seconds = time.perf_counter() - setup_start
 
     for epoch in range(1, settings.epochs + 1):
@@ -264,11 +267,12 @@ def fit(
         losses = step.run_epoch(permutation)
         timer.stop()
         step_losses = losses if on_steps is not None else None
-        host = _to_host(_epoch_measures(step, trained, splits, settings, step_losses))
+        measures = epoch_measures(trained, splits, settings, step.monitor, step.steps, step_losses)
+        host = to_host(measures)
         seconds = time.perf_counter() - start
         loop_seconds += seconds
         result.train_seconds.append(timer.seconds())
-        row = _row(columns, epoch, host, optimizer_cfg["lr"], seconds)
+        row = epoch_row(columns, epoch, host, optimizer_cfg["lr"], seconds)
         result.rows.append(row)
         if on_steps is not None:
             on_steps(epoch, host["step_losses"])

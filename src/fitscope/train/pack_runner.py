@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,36 +25,14 @@ import torch
 from omegaconf import DictConfig
 
 from fitscope.config import flatten_config
-from fitscope.rundir import (
-    CHECKPOINT_FILE,
-    METRICS_FILE,
-    SUMMARY_FILE,
-    MetricsWriter,
-    RunLocked,
-    completed_summary,
-    display_path,
-    run_lock,
-    write_json_atomic,
-)
+from fitscope.rundir import RunLocked, completed_summary, run_lock
 from fitscope.train.console import Console
 from fitscope.train.data import Splits, make_splits
-from fitscope.train.loop import FitResult, metric_columns
-from fitscope.train.models import build_mlp, mlp_args, save_checkpoint
-from fitscope.train.packed import Member, PackTiming, fit_pack
-from fitscope.train.runner import (
-    _current_gpu,
-    _environment,
-    _failure_reason,
-    _fit_summary,
-    _metrics,
-    _now,
-    _show_predictions,
-    _test,
-    log_restart,
-    open_run_folder,
-    start_summary,
-)
-from fitscope.train.settings import TrainerSettings, validate, with_step_budget
+from fitscope.train.loop import FitResult
+from fitscope.train.pack_step import Member
+from fitscope.train.packed import PackTiming, fit_pack
+from fitscope.train.record import Record, current_gpu, start_record
+from fitscope.train.settings import TrainerSettings, validate
 from fitscope.train.steps import math_modes
 
 log = logging.getLogger("fitscope")
@@ -188,18 +165,19 @@ def default_max_members(cfg: DictConfig) -> int:
 
 @dataclass
 class _Running:
-    """A member of a pack while it trains: its job, folder handles and records."""
+    """A member of a pack while it trains: its job, its folder's record and lock."""
 
     job: PackJob
-    plain: dict[str, Any]
-    settings: TrainerSettings
-    summary: dict[str, Any]
-    console: Console
-    loggers: list[Any]
-    writer: MetricsWriter | None = None
+    record: Record
     lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
-    started: float = field(default_factory=time.perf_counter)
-    ended: bool = False
+
+    def close(self) -> None:
+        """Its summary written and files closed (`Record.close`), then its folder unlocked."""
+        try:
+            self.record.close()
+        finally:
+            self.lock.close()
+            self.job.summary = self.record.summary
 
 
 def run_pack(
@@ -226,10 +204,10 @@ def run_pack(
                 running.append(member)
         if not running:
             return refused, None
-        record = {**pack, "size": len(running), "jobs": [m.job.number for m in running]}
+        info = {**pack, "size": len(running), "jobs": [m.job.number for m in running]}
         data: dict[str, Splits] = {}  # each split once, however many members share it
-        members = [_member(m, record, data) for m in running]
-        settings = running[0].settings
+        members = [_member(m, info, data) for m in running]
+        settings = running[0].record.settings
         timing = PackTiming(len(members))
 
         def ended(index: int, result: FitResult) -> None:
@@ -237,19 +215,19 @@ def run_pack(
             if on_end is not None:
                 on_end(running[index].job)
 
-        with math_modes(settings), _current_gpu(settings.device):
+        with math_modes(settings), current_gpu(settings.device):
             if settings.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(settings.device)
             fit_pack(members, ended, timing)
         return refused, timing
     except BaseException as error:
         for member in running:
-            if not member.ended:
-                member.summary.update(status="failed", error=_failure_reason(error))
+            if not member.record.closed:
+                member.record.fail(error)
                 if isinstance(error, KeyboardInterrupt):  # what each run kept, in its run.log too
-                    where = display_path(member.job.out_dir)
-                    member.console.finished(member.job.label, member.summary, where)
-                _close(member)
+                    record = member.record
+                    record.console.finished(member.job.label, record.summary, record.where())
+                member.close()
         raise
 
 
@@ -268,23 +246,20 @@ def _start(job: PackJob) -> _Running | None:
     if completed_summary(job.out_dir) is not None:
         lock.close()
         return None
-    console_mode = plain["trainer"]["console"]
     log_handler = _member_log(job)
     if log_handler is not None:
         lock.callback(_remove_handler, log_handler)
     if job.prepare is not None:
         job.prepare()
-    log_restart(job.out_dir, job.label, console_mode)
-    summary = start_summary(job.cfg, settings, job.overrides, job.choices)
-    console = Console(console_mode, True, settings.epochs, label=job.label)
-    member = _Running(job, plain, settings, summary, console, [], lock=lock)
+    console = Console(plain["trainer"]["console"], True, settings.epochs, label=job.label)
     try:
-        member.loggers = open_run_folder(job.cfg, plain, job.out_dir, job.overrides, summary)
-    except BaseException as error:
-        summary.update(status="failed", error=_failure_reason(error))
-        _close(member)
+        record = start_record(
+            job.cfg, plain, settings, job.out_dir, job.overrides, job.choices, console, job.label
+        )
+    except BaseException:
+        lock.close()
         raise
-    return member
+    return _Running(job, record, lock)
 
 
 def _member_log(job: PackJob) -> logging.Handler | None:
@@ -312,93 +287,34 @@ def _remove_handler(handler: logging.Handler) -> None:
 
 def _member(running: _Running, pack: Mapping[str, Any], data: dict[str, Splits]) -> Member:
     """The pack member of a started job: its data (from `data` when a member before it has the
-    same split), its model built as a run alone builds it (`trainer.seed` first), and the
-    callbacks that write its rows."""
-    plain, settings, summary = running.plain, running.settings, running.summary
-    device = settings.device
+    same split), its model built as a run alone builds it (`Record.build`), and the callbacks
+    that write its rows."""
+    record = running.record
+    plain, settings = record.plain, record.settings
     key = json.dumps([plain["data"], settings.train_eval_samples], sort_keys=True, default=str)
     if key not in data:
-        data[key] = make_splits(plain["data"], device, settings.train_eval_samples)
-    splits = data[key]
-    settings, budget = with_step_budget(settings, len(splits.x_train))
-    running.settings = settings
-    running.console.epochs = settings.epochs
-    summary.update(epochs=settings.epochs, budget=budget, pack=dict(pack))
-    torch.manual_seed(settings.seed)
-    model = build_mlp(**mlp_args(plain, splits.n_features, splits.n_classes)).to(device)
-    summary.update(_environment(model, splits, device))
-    columns = metric_columns(model, settings.diagnostics)
-    running.writer = MetricsWriter(running.job.out_dir / METRICS_FILE, columns)
-
-    def on_epoch(row: dict[str, float]) -> None:
-        running.writer.write(row)
-        summary["epochs_run"] = int(row["epoch"])
-        running.console.epoch(row)
-        for logger in running.loggers:
-            logger.epoch(row)
-
-    def on_steps(epoch: int, losses: list[float]) -> None:
-        for logger in running.loggers:
-            logger.steps(epoch, losses)
-
+        data[key] = make_splits(plain["data"], settings.device, settings.train_eval_samples)
+    record.summary.update(pack=dict(pack))
+    model = record.build(data[key])
     return Member(
         model=model,
-        splits=splits,
+        splits=data[key],
         optimizer=plain["optimizer"],
-        settings=settings,
+        settings=record.settings,
         activation=plain["activation"],
         dropout=plain["model"]["dropout"],
-        on_epoch=on_epoch,
-        on_steps=on_steps if running.loggers else None,
+        on_epoch=record.on_epoch,
+        on_steps=record.steps_callback(),
     )
 
 
 def _finish(running: _Running, member: Member, result: FitResult) -> None:
-    """What the runner writes when a run's epochs end: test with the last and the best
-    weights, best.pt, the summary; then the folder is closed and unlocked."""
-    summary, settings, model = running.summary, running.settings, member.model
+    """What a run writes when its epochs end (`Record.finish`); then its folder is closed and
+    unlocked."""
     try:
-        summary.update(
-            _fit_summary(result, settings), test_last=_test(model, member.splits, settings)
-        )
-        if result.best_state is not None:
-            model.load_state_dict(result.best_state)
-            summary.update(
-                best=_metrics(result.rows[result.best_epoch - 1]),
-                test_best=_test(model, member.splits, settings),
-            )
-            model_args = mlp_args(running.plain, member.splits.n_features, member.splits.n_classes)
-            save_checkpoint(
-                running.job.out_dir / CHECKPOINT_FILE,
-                result.best_state,
-                model_args,
-                result.best_epoch,
-            )
-            _show_predictions(model, member.splits, running.plain, running.loggers)
-        if settings.device.type == "cuda":  # the pack's, all members together
-            summary.update(
-                gpu_memory_peak_mib=torch.cuda.max_memory_allocated(settings.device) / 2**20,
-                gpu_memory_end_mib=torch.cuda.memory_allocated(settings.device) / 2**20,
-            )
+        running.record.finish(member.model, member.splits, result)
     except BaseException as error:
-        summary.update(status="failed", error=_failure_reason(error))
+        running.record.fail(error)
         raise
     finally:
-        _close(running)
-
-
-def _close(running: _Running) -> None:
-    """The member's summary written (with its end time), metrics and loggers closed, its folder
-    unlocked."""
-    running.ended = True
-    summary = running.summary
-    summary.update(finished_at=_now(), wall_time_s=time.perf_counter() - running.started)
-    try:
-        write_json_atomic(running.job.out_dir / SUMMARY_FILE, summary)
-    finally:
-        if running.writer is not None:
-            running.writer.close()
-        for logger in running.loggers:
-            logger.close(summary)
-        running.lock.close()
-        running.job.summary = summary
+        running.close()
