@@ -17,7 +17,8 @@ from fitscope.train.data import make_splits
 from fitscope.train.loop import fit
 from fitscope.train.models import build_mlp, mlp_args
 from fitscope.train.pack_runner import PackJob, pack_key, plan, splits_packs
-from fitscope.train.packed import Member, fit_pack
+from fitscope.train.pack_step import Member
+from fitscope.train.packed import fit_pack
 from fitscope.train.settings import validate, with_step_budget
 
 BASE = ["data=digits", "model.width=32", "trainer.console=quiet"]
@@ -365,7 +366,7 @@ def test_a_pack_that_fails_trains_its_runs_one_by_one(tmp_path, monkeypatch, cap
 
 
 def test_clipping_leaves_a_member_without_grad_clip_alone_whatever_its_norm():
-    from fitscope.train.packed import PackStep
+    from fitscope.train.pack_step import PackStep
 
     members = [member("optimizer.grad_clip=1.0"), member("trainer.seed=1")]
     step = PackStep(members, members[0].settings)
