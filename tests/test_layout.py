@@ -237,3 +237,58 @@ def test_report_in_a_fresh_venv_with_only_the_report_requirements(tmp_path):
     assert checkout.stdout.startswith(str(REPO / "src"))
     call(python, REPO / "src" / "report.py", tmp_path / "sweep", "--name", "again")
     assert (elsewhere / "reports" / "again" / "report.html").is_file()
+
+
+def _imports_from(path: Path) -> list[tuple[str, str]]:
+    """(module, name) for every `from fitscope... import name` in a file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fitscope"):
+            found += [(node.module, alias.name) for alias in node.names]
+    return found
+
+
+def test_no_module_imports_another_modules_private_names():
+    private = [
+        (path.relative_to(REPO).as_posix(), f"{module}.{name}")
+        for path in [*PACKAGE.rglob("*.py"), *(REPO / "src").glob("*.py")]
+        for module, name in _imports_from(path)
+        if name.startswith("_") and not name.startswith("__")
+    ]
+    assert private == []
+
+
+def test_the_two_training_drivers_are_siblings_that_share_the_run_record():
+    graph = import_graph()
+    runner, pack_runner = "fitscope.train.runner", "fitscope.train.pack_runner"
+    assert runner not in graph[pack_runner] and pack_runner not in graph[runner]
+    assert (
+        "fitscope.train.record" in graph[runner] and "fitscope.train.record" in graph[pack_runner]
+    )
+    assert "types" not in {
+        node.module
+        for node in ast.walk(ast.parse((PACKAGE / "train" / "packed.py").read_text()))
+        if isinstance(node, ast.ImportFrom)
+    }  # no SimpleNamespace posing as a step
+
+
+# Sizes a reader can hold: modules of at most about 400 lines, functions of at most about 70,
+# in the training wing, the report wing, the run-folder contract and the config's rules.
+MODULE_LINES, FUNCTION_LINES = 420, 75
+HELD = ["train", "report", "rundir", "config.py", "conf_keys.py", "synthetic.py"]
+
+
+def test_modules_and_functions_are_sizes_a_reader_can_hold():
+    paths = [p for held in HELD for p in sorted((PACKAGE / held).rglob("*.py")) or [PACKAGE / held]]
+    assert len(paths) > 40
+    too_long = []
+    for path in paths:
+        text = path.read_text()
+        if len(text.splitlines()) > MODULE_LINES:
+            too_long.append(f"{path.name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > FUNCTION_LINES:
+                    too_long.append(f"{path.name}: {node.name} {lines} lines")
+    assert too_long == []
