@@ -123,7 +123,11 @@ def test_findings_name_the_best_setup_with_its_interval_and_who_overfits_where(t
     assert best.startswith("Best setup by best validation loss: activation=relu")
     assert "95% interval" in best and "over 3 seeds" in best and "test accuracy" in best
     overfit = next(s for s in rest if s.startswith("Overfit:"))
-    assert "by model.width 16: 0 of 18, 2048: 18 of 18" in overfit
+    assert "by model.width 16: 0 of 18, 2048: 17 of 18" in overfit
+    diverged = next(s for s in rest if s.startswith("Diverged:"))  # the deep, wide relu, seed 0
+    assert diverged.startswith(
+        "Diverged: 1 of 36 runs; by model.depth 1: 0 of 12, 2: 0 of 12, 4: 1"
+    )
     assert next(s for s in rest if s.startswith("Early stopping (patience 5) would stop"))
     by_accuracy = study_views(collect([tmp_path / "sweep"], settings(tmp_path, metric="test_acc")))
     assert by_accuracy.study.findings[0].startswith("Best setup by test accuracy:")
