@@ -296,6 +296,26 @@ def test_a_shallow_nets_line_stops_at_its_own_output_layer(tmp_path):
     assert sorted(float(line.x[0]) for line in outputs) == [2, 4]  # each net's own output layer
 
 
+def test_gradient_panels_share_a_scale_that_shows_every_line(tmp_path):
+    """Trained gradients are often a hundred times smaller than initial ones: the shared scale
+    must hold both panels' lines, not the first panel's alone."""
+    for i, depth in enumerate((1, 3)):
+        run = tmp_path / "sweep" / str(i)
+        layer_run(run, depth)
+        metrics = pd.read_csv(run / "metrics.csv")
+        for column in [c for c in metrics if c.startswith("grad_rms_")]:
+            metrics[column] *= 0.01 ** (metrics["epoch"] / metrics["epoch"].max())
+        metrics.to_csv(run / "metrics.csv", index=False)
+    chart = charts(tmp_path / "sweep")["gradient_flow"]
+    assert chart.share_y and len({p.y.range for p in chart.panels}) == 1
+    low, high = chart.panels[0].y.range
+    values = np.concatenate([line.y for panel in chart.panels for line in lines(panel)])
+    assert (
+        values.min() < 1e-3 / 2
+    )  # the best epoch's gradients, under epoch 0's lowest, are drawn...
+    assert low <= values.min() and values.max() <= high  # ...and inside its scale
+
+
 def test_an_early_stopping_that_never_happens_is_said_not_drawn(tmp_path):
     runs = [(NOT_CONVERGED, {"model.depth": 1}), (OVERFIT, {"model.depth": 2})]
     folder = report(sweep(tmp_path, runs), tmp_path, patience=3)
@@ -313,6 +333,12 @@ def test_an_early_stopping_that_never_happens_is_said_not_drawn(tmp_path):
     never, stops = loss_panels(charts(sweep(tmp_path / "again", runs), patience=3)["runs"])
     assert [r.value for r in rules(never, "x")] == [EPOCHS]  # the best epoch only
     assert 7 in [r.value for r in rules(stops, "x")]
+
+
+def test_one_early_stopping_epoch_for_every_run_is_said_once(tmp_path):
+    runs = [(OVERFIT, {"model.depth": 1}), (OVERFIT, {"model.depth": 2})]
+    markdown = (report(sweep(tmp_path, runs), tmp_path, patience=3) / "report.md").read_text()
+    assert "would stop 2 of 2 runs at epoch 7." in markdown  # not "between epoch 7 and 7"
 
 
 def test_the_matrix_marks_verdicts_and_seeds_are_never_its_axes(tmp_path):

@@ -95,17 +95,24 @@ def _layer_axis(layers: pd.DataFrame) -> Axis:
 
 def gradient_chart(report: Report, colors: Colors) -> Chart | None:
     """Gradient RMS by layer at epoch 0 and at the best epoch, on one log scale."""
-    panels = []
+    drawn = []
     for which, title in (("first", "epoch 0 (as initialized)"), ("best", "best epoch")):
         layers = _at_epochs(report, which)
         has_rms = "grad_rms" in layers and layers["grad_rms"].notna().any()
         measure = "grad_rms" if has_rms else "grad_norm"
         lines = _lines(report, layers, measure, colors)
         if lines:
-            y = Axis(f"{measure.replace('_', ' ')} (log)", log=True, range=_log_range(lines))
-            panels.append(Panel(lines, title=title, x=_layer_axis(layers), y=y))
-    if not panels:
+            drawn.append((lines, title, layers, measure))
+    if not drawn:
         return None
+    # one range over both panels: the scale is shared, so a range from one panel alone would
+    # cut the other's lines off (trained gradients are often far smaller than initial ones)
+    shared = _log_range([line for lines, *_ in drawn for line in lines])
+    panels = [
+        Panel(lines, title=title, x=_layer_axis(layers),
+              y=Axis(f"{measure.replace('_', ' ')} (log)", log=True, range=shared))
+        for lines, title, layers, measure in drawn
+    ]  # fmt: skip
     return Chart(
         name="gradient_flow",
         title="Gradient flow: each layer's weight-gradient RMS, from the input to the output",
@@ -135,7 +142,7 @@ def signal_chart(report: Report, colors: Colors) -> Chart | None:
     layers = _at_epochs(report, "first")
     panels = []
     for measure, title in (("act_mean", "activation mean"), ("act_std", "activation std"),
-                           ("signal", "signal (per-unit std across samples)")):  # fmt: skip
+                           ("signal", "signal (std across samples)")):  # fmt: skip
         lines = _lines(report, layers, measure, colors, hidden=True)
         if lines:
             x = _layer_axis(layers[layers["layer"] != "out"])
