@@ -134,6 +134,25 @@ def test_findings_name_the_best_setup_with_its_interval_and_who_overfits_where(t
     assert not by_accuracy.study.lower_is_better
 
 
+def test_the_summary_line_counts_runs_as_the_findings_do(tmp_path):
+    """A deep sigmoid net stuck at chance is diagnosed underfit; the line under the title and
+    the findings must both call it stuck, not tell two different tallies."""
+    grid = {"activation.name": ["relu", "sigmoid"], "model.depth": [1, 8]}
+    write_sweep(tmp_path / "sweep", grid, epochs=30)
+    folder = build_report([tmp_path / "sweep"], settings(tmp_path))
+    runs = pd.read_csv(folder / "runs.csv")
+    assert runs["flag"].fillna("").str.startswith("stuck").sum() == 1  # the deep sigmoid net
+    markdown = (folder / "report.md").read_text()
+    summary = markdown.splitlines()[2]
+    stuck = next(line for line in markdown.splitlines() if line.startswith("- Stuck at chance:"))
+    assert stuck.startswith("- Stuck at chance: 1 of 4 runs")
+    assert "1 stuck at chance" in summary
+    tally = dict(
+        reversed(part.split(" ", 1)) for part in summary.split(": ", 1)[1].split(".")[0].split(", ")
+    )
+    assert sum(map(int, tally.values())) == 4  # each run counted once
+
+
 def test_a_rebuild_reads_only_the_runs_that_changed_and_reports_the_same(tmp_path):
     folder = sweep(tmp_path, GRID)
     first = build_report([folder], settings(tmp_path), name="r")

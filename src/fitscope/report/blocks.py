@@ -19,7 +19,7 @@ from fitscope.report.effects import published_effects
 from fitscope.report.frames import Report
 from fitscope.report.spec import Chart
 from fitscope.report.stat_blocks import seed_stats_blocks
-from fitscope.report.study import Study
+from fitscope.report.study import Study, run_verdict
 
 # ("h1" | "h2" | "h3" | "p" | "md" | "code", text), ("list", [texts]), ("table", frame, name),
 # ("runs", frame), ("chart", Chart), ("details", summary, markdown)
@@ -86,8 +86,9 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
 def _summary_line(report: Report, study: Study) -> str:
     runs = report.runs
     done = int((runs["status"] == "completed").sum())
-    counts = runs["diagnosis"].value_counts()
-    verdicts = ", ".join(f"{count} {diagnosis}" for diagnosis, count in counts.items())
+    # the findings' words: a run stuck at chance counts as stuck, whatever its diagnosis
+    counts = run_verdict(runs).replace("stuck", "stuck at chance").value_counts()
+    verdicts = ", ".join(f"{count} {verdict}" for verdict, count in counts.items())
     keys = ", ".join(report.varying) or "none"
     return (
         f"{len(runs)} runs ({done} completed): {verdicts}. Varying keys: {keys}. Setups ranked "

@@ -147,10 +147,12 @@ def stopping_sentence(report: Report) -> str | None:
     patience = report.settings.patience
     if stops.empty:
         return f"Early stopping (patience {patience}) would stop none of the {len(runs)} runs."
-    text = (
-        f"Early stopping (patience {patience}) would stop {len(stops)} of {len(runs)} runs "
-        f"between epoch {int(stops.min())} and {int(stops.max())} (median {stops.median():g})"
-    )
+    text = f"Early stopping (patience {patience}) would stop {len(stops)} of {len(runs)} runs "
+    if stops.min() == stops.max():
+        text += f"at epoch {int(stops.min())}"
+    else:
+        low, high, median = int(stops.min()), int(stops.max()), stops.median()
+        text += f"between epoch {low} and {high} (median {median:g})"
     if never:
         text += f"; {never} never within their epochs"
     return text + "."
