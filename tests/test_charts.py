@@ -316,6 +316,18 @@ def test_gradient_panels_share_a_scale_that_shows_every_line(tmp_path):
     assert low <= values.min() and values.max() <= high  # ...and inside its scale
 
 
+def test_group_lines_of_layer_charts_follow_the_keys_order(tmp_path):
+    from fitscope.synthetic import write_sweep
+
+    grid = {"model.width": [16, 64, 256, 1024], "trainer.seed": list(range(7))}
+    write_sweep(tmp_path / "sweep", grid, epochs=8)  # 28 runs: a line per group
+    chart = charts(tmp_path / "sweep")["gradient_flow"]
+    names = [line.name for line in lines(chart.panels[0]) if line.mode == "lines+markers"]
+    assert [name.split(",")[0] for name in names] == [
+        f"model.width={w}" for w in (16, 64, 256, 1024)
+    ]  # numbers ascending, not as strings (1024 before 16)
+
+
 def test_an_early_stopping_that_never_happens_is_said_not_drawn(tmp_path):
     runs = [(NOT_CONVERGED, {"model.depth": 1}), (OVERFIT, {"model.depth": 2})]
     folder = report(sweep(tmp_path, runs), tmp_path, patience=3)
@@ -341,6 +353,17 @@ def test_one_early_stopping_epoch_for_every_run_is_said_once(tmp_path):
     assert "would stop 2 of 2 runs at epoch 7." in markdown  # not "between epoch 7 and 7"
 
 
+def test_parallel_coordinates_keep_setups_that_never_stop_on_the_axis(tmp_path):
+    runs = [(NOT_CONVERGED, {"model.depth": 1}), (OVERFIT, {"model.depth": 2}),
+            (OVERFIT, {"model.depth": 4})]  # fmt: skip
+    chart = charts(sweep(tmp_path, runs), patience=3)["parallel"]
+    (item,) = chart.panels[0].items
+    stop = next(d for d in item.dimensions if d.label == "early-stopping epoch")
+    assert np.isfinite(stop.values).all()  # plotly draws a missing value off the axis
+    never = dict((text, position) for position, text in stop.ticks)["never"]
+    assert stop.values[0] == never > max(stop.values[1:])  # the depth-1 run, above the others
+
+
 def test_the_matrix_marks_verdicts_and_seeds_are_never_its_axes(tmp_path):
     runs = [
         (
@@ -355,9 +378,24 @@ def test_the_matrix_marks_verdicts_and_seeds_are_never_its_axes(tmp_path):
     assert (heat.rows, heat.columns) == (["relu", "tanh"], ["1", "4"])
     assert [row[1].split("\n")[1] for row in heat.text] == ["overfit", "overfit"]
     assert all("\n" not in row[0] for row in heat.text)  # a good fit is not marked
+    (trace,) = draw_html.figure_dict(chart)["data"]  # the page breaks the cell at the mark too
+    assert [row[1] for row in trace["text"]] == [t[1].replace("\n", "<br>") for t in heat.text]
     refused = "report.matrix: trainer.seed is not a key these runs vary; the keys that vary: "
     with pytest.raises(ReportError, match=refused + "activation, model.depth$"):
         charts(folder, matrix=["trainer.seed", "activation"])
+
+
+def test_stuck_cells_do_not_take_the_matrix_colour_scale_from_the_others(tmp_path):
+    from fitscope.synthetic import write_sweep
+
+    grid = {"activation.name": ["relu", "tanh", "sigmoid"], "model.depth": [1, 2, 8]}
+    write_sweep(tmp_path / "sweep", grid, epochs=20)  # the deep sigmoid net is stuck at chance
+    chart = charts(tmp_path / "sweep")["matrix"]
+    (heat,) = [i for p in chart.panels for i in p.items if isinstance(i, Heatmap)]
+    values = np.array(heat.z, float)
+    assert values.max() > 2.2 and heat.zmax < 1  # ln 10 is off the scale, at its worst end
+    assert heat.zmin == values.min()
+    assert "stuck at chance or diverged take the worst colour" in chart.caption
 
 
 def test_panel_titles_of_a_full_run_grid_do_not_overlap(tmp_path):

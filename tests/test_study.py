@@ -153,6 +153,27 @@ def test_the_summary_line_counts_runs_as_the_findings_do(tmp_path):
     assert sum(map(int, tally.values())) == 4  # each run counted once
 
 
+def test_the_flagged_runs_drawn_show_every_kind_of_flag_and_setup_first(tmp_path):
+    """Many seeds of one stuck setup come first in the sweep; the panels a large sweep draws
+    must still show the other flags and setups, not that setup's seeds alone."""
+
+    def shape(values: dict) -> Shape:
+        if values["activation.name"] == "sigmoid":
+            return Shape(stuck=True, vanishing=True)
+        return Shape(floor=0.25, vanishing=values["activation.name"] == "tanh")
+
+    grid = {"activation.name": ["sigmoid", "tanh", "relu"], "model.depth": [4, 8],
+            "trainer.seed": list(range(6))}  # fmt: skip
+    write_sweep(tmp_path / "sweep", grid, epochs=20, shape_of=shape)
+    views = study_views(collect([tmp_path / "sweep"], settings(tmp_path, run_panels=4)))
+    chart = views.charts["flagged_runs"]
+    titles = [panel.title for panel in chart.panels if panel.visible]
+    assert len(titles) == 4
+    assert {t.split(" · ")[0] for t in titles} == {"sigmoid", "tanh"}  # both kinds of flag
+    assert len({" · ".join(t.split(" · ")[:2]) for t in titles}) == 4  # 4 setups, no repeats
+    assert chart.caption.startswith("4 of the 24 runs the diagnostics flag")
+
+
 def test_a_rebuild_reads_only_the_runs_that_changed_and_reports_the_same(tmp_path):
     folder = sweep(tmp_path, GRID)
     first = build_report([folder], settings(tmp_path), name="r")

@@ -14,6 +14,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from fitscope.config import show_value
+from fitscope.report.curves import flagged_spread
 from fitscope.report.definitions import definitions
 from fitscope.report.effects import published_effects
 from fitscope.report.frames import Report
@@ -117,10 +118,14 @@ def _runs(report: Report, charts: dict[str, Chart | None]) -> list[Block]:
     """The flagged runs with their numbers, per-run panels, then the run table."""
     runs = report.runs
     blocks: list[Block] = [("h2", "Runs")]
-    flagged = runs[runs["flag"].fillna("") != ""]
+    flagged = runs.iloc[flagged_spread(report)]
     if len(flagged):
         table = flagged.set_index("label")[["flag", "flag_reason"]].head(MARKDOWN_ROWS)
-        more = f" (the first {MARKDOWN_ROWS}; all in runs.csv)" if len(flagged) > len(table) else ""
+        more = (
+            f" ({MARKDOWN_ROWS} of them: each kind of flag and each setup first; all in runs.csv)"
+            if len(flagged) > len(table)
+            else ""
+        )
         blocks += [
             ("p", f"{len(flagged)} run(s) flagged by the diagnostics{more}:"),
             ("table", table.rename(columns={"flag_reason": "numbers"}), "flags"),
@@ -129,7 +134,7 @@ def _runs(report: Report, charts: dict[str, Chart | None]) -> list[Block]:
         if charts.get(name) is not None:
             blocks.append(("chart", charts[name]))
     table = run_table(runs)
-    listed, note = _markdown_rows(runs, table)
+    listed, note = _markdown_rows(runs, table, list(flagged.index))
     blocks += [
         ("p", "Every run: sort by a column, or filter by any text (verdict, a key's value)."),
         ("runs", table, listed, note),
@@ -141,12 +146,15 @@ def _runs(report: Report, charts: dict[str, Chart | None]) -> list[Block]:
     return blocks
 
 
-def _markdown_rows(runs: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+def _markdown_rows(
+    runs: pd.DataFrame, table: pd.DataFrame, flagged: list
+) -> tuple[pd.DataFrame, str]:
     """The runs report.md lists (the HTML page has them all): every run of a small sweep; of a
-    large one the flagged runs, then the best and the worst by best validation loss."""
+    large one the flagged runs (`flagged`: their index, in the order to list them), then the
+    best and the worst by best validation loss."""
     if len(table) <= MARKDOWN_ROWS:
         return table, ""
-    flagged = list(runs.index[runs["flag"].fillna("") != ""][: MARKDOWN_ROWS // 2])
+    flagged = flagged[: MARKDOWN_ROWS // 2]
     order = runs["best_val_loss"].astype(float).sort_values(kind="stable").index
     rest = [i for i in order if i not in flagged]
     half = (MARKDOWN_ROWS - len(flagged)) // 2

@@ -34,7 +34,13 @@ from fitscope.report.curve_views import (
     group_panels_chart,
     run_panels_chart,
 )
-from fitscope.report.curves import extremes, group_curves, group_order, stopping
+from fitscope.report.curves import (
+    extremes,
+    flagged_spread,
+    group_curves,
+    group_order,
+    stopping,
+)
 from fitscope.report.findings import findings
 from fitscope.report.frames import Report, collect
 from fitscope.report.images import start_drawing
@@ -120,9 +126,11 @@ def draw_views(
     if len(charted) <= settings.run_panels:
         charts["runs"] = run_panels_chart(report, charted, "runs")
     else:
-        flags = report.runs["flag"].fillna("").astype(str)
-        flagged = [p for p in charted if flags.iloc[p]]
-        charts["flagged_runs"] = run_panels_chart(report, flagged[: settings.run_panels], "flagged")
+        shown = set(charted)
+        flagged = [p for p in flagged_spread(report) if p in shown]
+        charts["flagged_runs"] = run_panels_chart(
+            report, flagged[: settings.run_panels], "flagged", of=len(flagged)
+        )
     for chart in layer_charts(report, colors):
         charts[chart.name] = chart
     return charts

@@ -105,6 +105,10 @@ def group_panels_chart(
         return None
     loss = curves[curves["column"].isin(["train_loss", "val_loss"])]
     levels = chance_levels(report.runs)
+    first, last = float(loss["epoch"].min()), float(loss["epoch"].max())
+    # room right of the last epoch for the names at the best and worst runs' ends
+    room = 0.2 * (last - first) if len(picked) else 0.02 * (last - first)
+    epochs = Axis("epoch", integer=True, range=(first - 0.02 * (last - first), last + room))
     panels = []
     for group in order:
         part = loss[loss["group"] == group]
@@ -114,7 +118,7 @@ def group_panels_chart(
         items += _stop_rule(stops, group)
         items += _chance(levels)
         title = f"{colors.key}={group}" if colors.key else group
-        panels.append(Panel(items, title=title, x=Axis("epoch", integer=True)))
+        panels.append(Panel(items, title=title, x=epochs))
     values = [*loss["low"], *loss["high"], *loss["mean"]]
     y = metric_axis(values, "loss", "loss (nats/sample)")
     for panel in panels:
@@ -249,7 +253,9 @@ def _panel_title(run: pd.Series, varying: Sequence[str]) -> str:
     return " · ".join(show_value(run[k]) for k in varying if k in run.index) or str(run["run"])
 
 
-def run_panels_chart(report: Report, positions: Sequence[int], heading: str) -> Chart | None:
+def run_panels_chart(
+    report: Report, positions: Sequence[int], heading: str, of: int | None = None
+) -> Chart | None:
     """Train and validation loss of each run at `positions` from epoch 0, on one scale with the
     chance level, and under each (`heading` "runs": a small sweep's every run) the validation
     loss over its smoothed minimum (in %, one scale, with the overfit threshold): best and
@@ -289,7 +295,14 @@ def run_panels_chart(report: Report, positions: Sequence[int], heading: str) -> 
         if rise_rows
         else ""
     )
-    flagged = "" if rise_rows else f"The {len(pairs)} runs the diagnostics flag. "
+    flagged = ""
+    if not rise_rows and (of or 0) > len(pairs):
+        flagged = (
+            f"{len(pairs)} of the {of} runs the diagnostics flag: a run of each kind of flag "
+            "and each setup before a setup's other seeds (all in the table above and runs.csv). "
+        )
+    elif not rise_rows:
+        flagged = f"The {len(pairs)} runs the diagnostics flag. "
     return Chart(
         name="runs" if rise_rows else "flagged_runs",
         title=f"Train vs validation loss per run from epoch 0{below} (panel titles: {keys})",

@@ -34,6 +34,29 @@ def group_order(report: Report, key: str | None) -> list[str]:
     return [show_value(v) for v in key_values(runs[key])]
 
 
+def flagged_spread(report: Report) -> list[int]:
+    """The positions of the flagged runs, each kind of flag and each setup before any repeats:
+    the first dozen then show every kind of trouble the sweep has, not one setup's seeds."""
+    runs = report.runs
+    flags = runs["flag"].fillna("").astype(str)
+    flagged = runs[flags != ""]
+    if flagged.empty:
+        return []
+    keys = [k for k in report.varying if k not in report.replicate_keys and k in runs]
+    setup = flagged[keys].map(show_value).agg(" ".join, axis=1) if keys else ""
+    kind = flags[flagged.index].str.split(" (", n=1, regex=False).str[0]
+    positions = [runs.index.get_loc(i) for i in flagged.index]
+    frame = pd.DataFrame({"kind": kind, "setup": setup, "position": positions})
+    # the first run of each kind's first setup, then of each kind's second setup, ...; a
+    # setup's further runs (its other seeds) only after every setup has had one
+    frame["repeat"] = frame.groupby(["kind", "setup"], sort=False).cumcount()
+    first_seen = frame.groupby("kind", sort=False)["setup"].transform(lambda s: s.factorize()[0])
+    frame["setup_rank"] = first_seen
+    frame["kind_rank"] = frame["kind"].factorize()[0]
+    order = frame.sort_values(["repeat", "setup_rank", "kind_rank"], kind="stable")
+    return [int(p) for p in order["position"]]
+
+
 def _table(epochs: pd.DataFrame, column: str, runs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(epochs, values[runs x epochs]) of `column` for the runs at positions `runs`."""
     rows = epochs[epochs["run"].isin(runs)]

@@ -13,7 +13,7 @@ import numpy as np
 
 from fitscope.report.html_traces import (
     COLORSCALE,
-    bars_trace,
+    bars_traces,
     heatmap_trace,
     line_traces,
     parallel_trace,
@@ -97,7 +97,7 @@ def _panel_traces(panel: Panel, index: int, shown: set) -> list[dict[str, Any]]:
         elif isinstance(item, Heatmap):
             traces.append(heatmap_trace(item, axes))
         elif isinstance(item, Bars):
-            traces.append(bars_trace(item, axes))
+            traces += bars_traces(item, axes)
         elif isinstance(item, Text):
             traces.append(text_trace(item, axes))
     return traces
@@ -127,7 +127,7 @@ def _grid(chart: Chart, height: float) -> dict[str, Any]:
     heights = chart.heights()
     across = min(0.08, 0.4 / max(chart.columns, 1))
     lines = max([1, *(p.title.count("\n") + 1 for p in chart.panels if p.title)])
-    down = min(0.3 / max(chart.rows - 1, 1), (40 + 16 * lines) / height)
+    down = min(0.3 / max(chart.rows - 1, 1), (56 + 16 * lines) / height)
     width = (1 - (chart.columns - 1) * across) / chart.columns
     room = (1 - (chart.rows - 1) * down) / sum(heights)
     layout: dict[str, Any] = {"annotations": []}

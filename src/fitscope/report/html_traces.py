@@ -166,9 +166,10 @@ def heatmap_trace(item: Heatmap, axes: dict[str, str]) -> dict[str, Any]:
         "z": [[None if not math.isfinite(v) else v for v in row] for row in item.z],
         "x": item.columns,
         "y": item.rows,
-        "text": item.text,
+        # plotly breaks a cell's text at <br>, never at "\n": one long line overflows its cell
+        "text": [[text.replace("\n", "<br>") for text in row] for row in item.text],
         "texttemplate": "%{text}",
-        "textfont": {"size": 12},
+        "textfont": {"size": 11},
         "hovertext": item.hover,
         "hovertemplate": "%{hovertext}<extra></extra>",
         "coloraxis": "coloraxis",
@@ -178,9 +179,11 @@ def heatmap_trace(item: Heatmap, axes: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def bars_trace(item: Bars, axes: dict[str, str]) -> dict[str, Any]:
+def bars_traces(item: Bars, axes: dict[str, str]) -> list[dict[str, Any]]:
+    """The bars with their whiskers, and each note right of its whisker's end, where the
+    whisker cannot cross it (plotly's own bar text sits at the bar's end, under the whisker)."""
     values = np.asarray(item.values, float)
-    return {
+    bars = {
         "type": "bar",
         "orientation": "h",
         "x": numbers(values),
@@ -192,13 +195,29 @@ def bars_trace(item: Bars, axes: dict[str, str]) -> dict[str, Any]:
             "array": numbers(np.asarray(item.high, float) - values),
             "arrayminus": numbers(values - np.asarray(item.low, float)),
         },
-        "text": item.notes or None,
-        "textposition": "outside",
         "hovertext": item.hover,
         "hovertemplate": "%{hovertext}<extra></extra>",
         "showlegend": False,
         **axes,
     }
+    ends = np.fmax(np.asarray(item.high, float), values)
+    noted = [i for i, note in enumerate(item.notes) if note and np.isfinite(ends[i])]
+    if not noted:
+        return [bars]
+    notes = {
+        "type": "scatter",
+        "mode": "text",
+        "x": numbers(ends[noted]),
+        "y": [item.labels[i] for i in noted],
+        "text": [" " + item.notes[i] for i in noted],
+        "textposition": "middle right",
+        "textfont": {"size": 11},
+        "hoverinfo": "skip",
+        "showlegend": False,
+        "cliponaxis": False,
+        **axes,
+    }
+    return [bars, notes]
 
 
 def parallel_trace(item: Parallel) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from fitscope.config import show_value
 from fitscope.report.frames import Report, layer_rows
 from fitscope.report.scales import NEUTRAL, Colors
 from fitscope.report.spec import DASHES, Axis, Chart, Line, Panel
+from fitscope.report.study import key_values
 
 PER_RUN = 24
 
@@ -53,8 +54,12 @@ def _lines(
     per_run = layers["run"].nunique() <= PER_RUN
     keys = ["run"] if per_run else ["group", "depth"]
     depths = sorted(layers["depth"].unique())
+    parts = list(layers.groupby(keys, sort=True))
+    if not per_run and colors.key in runs:  # groups in the key's order (16, 64, 256, 1024)
+        order = {show_value(v): i for i, v in enumerate(key_values(runs[colors.key]))}
+        parts.sort(key=lambda part: (order.get(part[0][0], len(order)), part[0][1]))
     lines = []
-    for key, part in layers.groupby(keys, sort=True):
+    for key, part in parts:
         if per_run:
             run = runs.iloc[int(key[0] if isinstance(key, tuple) else key)]
             value, name, hover = group.iloc[run.name], str(run["label"]), str(run["label"])

@@ -44,8 +44,13 @@ def matrix_chart(found: Study) -> Chart | None:
     rows = [show_value(v) for v in key_values(setups[row_key])]
     columns = [show_value(v) for v in key_values(setups[col_key])] if col_key else [""]
     values = cells["mean"].to_numpy(float)
-    finite = values[np.isfinite(values)]
+    # cells stuck at chance or diverged would stretch the scale until every other cell has one
+    # colour: the scale spans the others, and those cells take its worst end
+    failing = cells["verdict"].fillna("").astype(str).str.startswith(("stuck", "diverged"))
+    healthy = values[np.isfinite(values) & ~failing.to_numpy()]
+    finite = healthy if healthy.size >= 2 else values[np.isfinite(values)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    clipped = finite.size < np.isfinite(values).sum()
     panels = []
     for facet, group in cells.groupby("facet", sort=False):
         table = {(str(r), str(c)): cell for (r, c), cell in zip(
@@ -69,7 +74,13 @@ def matrix_chart(found: Study) -> Chart | None:
             f"Each cell: the mean {found.metric_words} over the cell's completed runs (seeds and "
             f"folds are averaged, never an axis), brighter is better, with the verdict of its "
             f"runs where it is not a good fit for all (overfit 2/3: two of its three runs). "
-            f"Numbers and intervals: matrix.csv.{per_facet}{note}"
+            + (
+                "The colours span the other cells; cells stuck at chance or diverged take the "
+                "worst colour, their numbers written in them. "
+                if clipped
+                else ""
+            )
+            + f"Numbers and intervals: matrix.csv.{per_facet}{note}"
         ),
         alt="results matrix",
         panels=panels,
@@ -220,7 +231,7 @@ def parallel_chart(found: Study) -> Chart | None:
     for column, label in (("mean", found.metric_words), ("test_acc", "test accuracy"),
                           ("early_stopping_epoch", "early-stopping epoch")):  # fmt: skip
         if column != found.metric and setups[column].notna().any():
-            dimensions.append(Dimension(label, list(setups[column].astype(float))))
+            dimensions.append(_result_dimension(label, setups[column].astype(float)))
     return Chart(
         name="parallel",
         title=f"From keys to results: one line per setup, coloured by {found.metric_words}",
@@ -241,6 +252,20 @@ def parallel_chart(found: Study) -> Chart | None:
         panel_size=(10.0, 4.2),
         legend="none",
     )
+
+
+def _result_dimension(label: str, values: pd.Series) -> Dimension:
+    """A result's axis; setups without a value (early stopping that never happens, no test
+    split) at their own tick above the others, not dropped off the axis's end."""
+    if values.notna().all():
+        return Dimension(label, list(values))
+    low, high = float(values.min()), float(values.max())
+    missing = high + 0.15 * ((high - low) or max(abs(high), 1.0))
+    epochs = "epoch" in label
+    spaced = np.linspace(low, high, 5)
+    ticks = [(float(v), f"{v:.3g}") for v in np.unique(np.round(spaced, 0 if epochs else 3))]
+    word = "never" if epochs else "none"
+    return Dimension(label, list(values.fillna(missing)), [*ticks, (missing, word)])
 
 
 def capacity_chart(found: Study, colors: Colors) -> Chart | None:
