@@ -5,6 +5,7 @@ the point is one number, trained where the point is what training gives)."""
 from __future__ import annotations
 
 import json
+import shutil
 import math
 
 import numpy as np
@@ -431,11 +432,13 @@ def test_the_reproduction_preset_reproduces_the_three_effects(tmp_path):
     ]
 
 
-def _effect_runs(tmp_path, act_std: float) -> list:
+def _selu_run(folder, act_std: float, width: int = 2048):
     """A SELU/LeCun depth-4 run whose epoch-0 activation std is `act_std` in every layer."""
-    config = with_changes(activation__name="selu", model__init="lecun", model__depth=4)
+    config = with_changes(
+        activation__name="selu", model__init="lecun", model__depth=4, model__width=width
+    )
     folder = curve_run(
-        tmp_path / f"std{act_std}",
+        folder,
         np.linspace(1, 0.2, 5),
         extra={f"act_std_{i}": [act_std] * 5 for i in range(1, 5)}
         | {f"act_mean_{i}": [0.0] * 5 for i in range(1, 5)},
@@ -446,7 +449,11 @@ def _effect_runs(tmp_path, act_std: float) -> list:
     frame = pd.read_csv(folder / "metrics.csv")
     frame["epoch"] -= 1  # the first row is epoch 0
     frame.to_csv(folder / "metrics.csv", index=False)
-    return published_effects(collect([folder]))
+    return folder
+
+
+def _effect_runs(tmp_path, act_std: float) -> list:
+    return published_effects(collect([_selu_run(tmp_path / f"std{act_std}", act_std)]))
 
 
 def test_the_selu_check_fails_when_the_std_drifts(tmp_path):
@@ -454,6 +461,21 @@ def test_the_selu_check_fails_when_the_std_drifts(tmp_path):
     assert kept.verdict == "reproduced"
     [drifted] = _effect_runs(tmp_path, 0.6)
     assert drifted.verdict == "not reproduced" and "std 0.6" in drifted.evidence
+
+
+def test_the_selu_fixed_point_is_judged_where_layers_are_wide(tmp_path):
+    """A 16-unit layer's mean wanders over its few units: a sweep of widths reproduces the
+    effect in its wide layers and says which widths missed, rather than calling it false."""
+    _selu_run(tmp_path / "sweep" / "0", 0.8, width=16)
+    _selu_run(tmp_path / "sweep" / "1", 0.98, width=256)
+    _selu_run(tmp_path / "sweep" / "2", 1.01, width=1024)
+    [effect] = published_effects(collect([tmp_path / "sweep"]))
+    assert effect.verdict == "reproduced at width 256 and wider"
+    assert "not at 16" in effect.evidence
+    shutil.rmtree(tmp_path / "sweep" / "2")
+    _selu_run(tmp_path / "sweep" / "2", 0.7, width=1024)  # the widest drifts: not reproduced
+    [effect] = published_effects(collect([tmp_path / "sweep"]))
+    assert effect.verdict == "not reproduced"
 
 
 def test_effects_without_diagnostics_are_not_testable(tmp_path):

@@ -31,7 +31,7 @@ SELU_STD_TOLERANCE = 0.15
 class Effect:
     source: str  # who published it
     claim: str  # what they found, in words
-    verdict: str  # reproduced, partly reproduced, not reproduced, not testable
+    verdict: str  # reproduced (at width W and wider), partly reproduced, not reproduced, ...
     evidence: str  # the numbers from these runs
 
 
@@ -49,6 +49,7 @@ def _setups(report: Report) -> pd.DataFrame:
             for a, i in zip(activation, configs["model.init"], strict=True)
         ],
         depth=pd.to_numeric(configs["model.depth"], errors="coerce"),
+        width=pd.to_numeric(configs.get("model.width", np.nan), errors="coerce"),
     )
     return frame[frame["depth"] >= DEEP]
 
@@ -159,6 +160,13 @@ def he(report: Report, setups: pd.DataFrame) -> Effect | None:
     )
 
 
+def _selu_holds(layers: pd.DataFrame) -> bool:
+    """Every hidden layer's epoch-0 activation mean and std within the tolerances."""
+    worst_mean = float(np.nanmax(np.abs(layers["act_mean"])))
+    worst_std = float(np.nanmax(np.abs(layers["act_std"] - 1)))
+    return worst_mean <= SELU_MEAN_TOLERANCE and worst_std <= SELU_STD_TOLERANCE
+
+
 def klambauer(report: Report, setups: pd.DataFrame) -> Effect | None:
     runs = setups[(setups["act"] == "selu") & (setups["init"] == "lecun")]
     if runs.empty:
@@ -169,15 +177,32 @@ def klambauer(report: Report, setups: pd.DataFrame) -> Effect | None:
     at = at[at["epoch"] == 0]
     if at.empty or "act_std" not in at or at["act_std"].isna().all():
         return Effect("Klambauer et al. (2017)", claim, "not testable", NOT_MEASURED)
-    worst_mean = float(np.nanmax(np.abs(at["act_mean"])))
-    worst_std = float(np.nanmax(np.abs(at["act_std"] - 1)))
-    holds = worst_mean <= SELU_MEAN_TOLERANCE and worst_std <= SELU_STD_TOLERANCE
     evidence = (
         f"{len(runs)} SELU run(s) with LeCun init, depth {_span(runs['depth'], 'g')}, at epoch "
         f"0: every hidden layer's activation mean is {_span(at['act_mean'])} and std "
         f"{_span(at['act_std'])} (allowed: |mean| <= {SELU_MEAN_TOLERANCE:g}, |std - 1| <= "
         f"{SELU_STD_TOLERANCE:g})"
     )
+    # the fixed point is a wide-layer limit: a narrow layer's mean over its few units wanders,
+    # so where widths vary each is judged alone, and the widest decide
+    at = at.assign(width=runs["width"].reindex(at["run"]).to_numpy())
+    widths = sorted(at["width"].dropna().unique())
+    holds_at = {w: _selu_holds(at[at["width"] == w]) for w in widths}
+    if len(widths) > 1:
+        held = [w for w in widths if holds_at[w]]
+        missed = [w for w in widths if not holds_at[w]]
+        if held and missed and max(missed) < min(held):
+            narrow = ", ".join(f"{w:g}" for w in missed)
+            evidence += (
+                f"; by width: held at width {min(held):g} and wider, not at {narrow}, whose "
+                "few units per layer make the mean wander"
+            )
+            return Effect("Klambauer et al. (2017)", claim,
+                          f"reproduced at width {min(held):g} and wider", evidence + ".")  # fmt: skip
+        if held and missed:
+            evidence += "; by width: held at " + ", ".join(f"{w:g}" for w in held)
+            evidence += ", not at " + ", ".join(f"{w:g}" for w in missed)
+    holds = _selu_holds(at)
     others = report.layers[
         report.layers["run"].isin(
             setups[(setups["act"] == "selu") & (setups["init"] != "lecun")].index
