@@ -113,6 +113,12 @@ def test_report_html_in_headless_chromium_offline(browser, tmp_path):
         url for url in _requests(browser) if not url.startswith(("file:", "data:", "blob:"))
     ] == []
 
+    # on a narrow window the section links wrap rather than run off the page
+    browser.set_window_size(640, 900)
+    links = browser.find_elements("css selector", "nav a")
+    right = max(link.rect["x"] + link.rect["width"] for link in links)
+    assert right <= browser.execute_script("return window.innerWidth"), right
+
     screenshot = tmp_path / "report.png"
     assert browser.save_screenshot(str(screenshot))
     assert screenshot.stat().st_size > 10_000

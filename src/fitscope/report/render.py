@@ -217,7 +217,8 @@ def html_page(blocks: list[Block], title: str) -> str:
     sections = [content[0] for kind, *content in blocks if kind == "h2"]
     nav = (
         "<nav>"
-        + "".join(f'<a href="#{_slug(s)}">{html.escape(s)}</a>' for s in sections)
+        # a space between links: the line may break there (each link itself never breaks)
+        + " ".join(f'<a href="#{_slug(s)}">{html.escape(s)}</a>' for s in sections)
         + "</nav>"
     )
     parts.insert(2, nav)  # after the title and the summary line
