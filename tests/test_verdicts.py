@@ -5,8 +5,8 @@ the point is one number, trained where the point is what training gives)."""
 from __future__ import annotations
 
 import json
-import shutil
 import math
+import shutil
 
 import numpy as np
 import pandas as pd

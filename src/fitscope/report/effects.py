@@ -197,8 +197,8 @@ def klambauer(report: Report, setups: pd.DataFrame) -> Effect | None:
                 f"; by width: held at width {min(held):g} and wider, not at {narrow}, whose "
                 "few units per layer make the mean wander"
             )
-            return Effect("Klambauer et al. (2017)", claim,
-                          f"reproduced at width {min(held):g} and wider", evidence + ".")  # fmt: skip
+            verdict = f"reproduced at width {min(held):g} and wider"
+            return Effect("Klambauer et al. (2017)", claim, verdict, evidence + ".")
         if held and missed:
             evidence += "; by width: held at " + ", ".join(f"{w:g}" for w in held)
             evidence += ", not at " + ", ".join(f"{w:g}" for w in missed)
