@@ -100,10 +100,18 @@ def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any
 def config_hash(cfg: DictConfig) -> str:
     """A short hash of the resolved config, console mode, report and logger settings left out
     (they change what is shown, not what is computed): same hash, same run."""
-    container = OmegaConf.to_container(cfg, resolve=True)
+    return container_hash(OmegaConf.to_container(cfg, resolve=True))
+
+
+def container_hash(container: Mapping[str, Any]) -> str:
+    """`config_hash` of a config given as plain containers, already resolved (a run's
+    config.yaml, read as data)."""
+    container = json.loads(json.dumps(container, default=str))  # a copy, whatever it holds
     for key in DISPLAY_KEYS:
         section, _, leaf = key.rpartition(".")
-        (container.get(section, {}) if section else container).pop(leaf, None)
+        part = container.get(section, {}) if section else container
+        if isinstance(part, dict):
+            part.pop(leaf, None)
     text = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -297,8 +305,12 @@ def _lookup(container: Mapping[str, Any], key: str) -> Any:
 
 
 def _as_typed(value: Any) -> str:
-    """A refused value as the command line wrote it (NaN is `nan` here, not a missing value)."""
-    return "nan" if isinstance(value, float) and math.isnan(value) else show_value(value)
+    """A refused value as the command line wrote it (NaN is `nan` here, not a missing value),
+    in one line: a control character such as a newline written as an escape (`a\\nb`)."""
+    text = "nan" if isinstance(value, float) and math.isnan(value) else show_value(value)
+    if any(not c.isprintable() for c in text):
+        return repr(text)
+    return text
 
 
 def check_values(config: Mapping[str, Any], sections: Iterable[str] | None = None) -> None:

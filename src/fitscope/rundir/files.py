@@ -5,8 +5,11 @@ float, a date stays text). No torch."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +28,30 @@ class DamagedFileError(RunFolderError):
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    with open(path) as file:
-        return json.load(file)
+    """A JSON file, read as `read_text` reads (no symlink, FIFO or device; bounded)."""
+    return json.loads(read_text(path, path.name))
+
+
+# what a user can do about an OSError, by its errno: the machine says no
+_CAUSES = {
+    errno.ENOSPC: "no space left on the device: free some, or write elsewhere",
+    errno.EDQUOT: "disk quota exceeded: free some space, or write elsewhere",
+    errno.EROFS: "a read-only file system: write elsewhere",
+    errno.EACCES: "permission denied: write where you may, or ask for the permission",
+    errno.EPERM: "operation not permitted",
+    errno.ENAMETOOLONG: "a name too long for the file system: choose a shorter one",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EEXIST: "it exists and is not a folder",
+    errno.EISDIR: "it is a folder, not a file",
+    errno.ELOOP: "a symlink, which fitscope never writes through",
+}
+
+
+def os_error_line(error: OSError) -> str:
+    """An OSError in one line: the path, what the system said and what to do."""
+    where = error.filename if error.filename is not None else "a file"
+    cause = _CAUSES.get(error.errno or 0, error.strerror or type(error).__name__)
+    return f"{where}: {cause}"
 
 
 def first_line(error: BaseException) -> str:
@@ -39,16 +64,69 @@ def _not_utf8(name: str, error: UnicodeDecodeError) -> DamagedFileError:
     return DamagedFileError(f"{name}: not UTF-8 text (byte {byte:#04x} at offset {error.start})")
 
 
-def read_text(path: Path, name: str) -> str:
-    """The file's text; DamagedFileError when it is not UTF-8 or cannot be read."""
+# The most a file of a run or sweep folder may hold: far above what fitscope writes (a
+# metrics.csv of 100,000 epochs with per-layer columns is about 100 MB), far below what would
+# stall a report.
+MAX_BYTES = 512 * 2**20
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
+
+
+def _link_problem(path: Path, name: str) -> DamagedFileError:
     try:
-        return path.read_bytes().decode("utf-8")
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return DamagedFileError(
+        f"{name}: a symlink (to {target}), not a file fitscope wrote: not read or written"
+    )
+
+
+def read_bytes(path: Path, name: str, limit: int = MAX_BYTES) -> bytes:
+    """The file's bytes, read as data from a folder that may come from anyone: never through a
+    symlink, never from a FIFO or a device (it would block or never end), never more than
+    `limit` bytes. `FileNotFoundError` when it is missing; `DamagedFileError` (one line naming
+    `name`) for anything else that is wrong with it."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)  # O_NONBLOCK: opening a FIFO with no writer returns at once
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        if error.errno == errno.ELOOP and path.is_symlink():
+            raise _link_problem(path, name) from None
+        raise DamagedFileError(f"{name}: cannot be read ({error.strerror or error})") from None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        kind = _KINDS.get(stat.S_IFMT(info.st_mode))
+        if kind is not None:
+            raise DamagedFileError(f"{name}: {kind}, not a regular file: not read")
+        if info.st_size > limit:
+            raise DamagedFileError(
+                f"{name}: {info.st_size / 2**20:.0f} MiB, more than the {limit / 2**20:.0f} MiB "
+                "a file of a run folder may hold: not read"
+            )
+        try:
+            os.set_blocking(fd, True)
+            data = file.read(limit + 1)
+        except OSError as error:
+            raise DamagedFileError(f"{name}: cannot be read ({error.strerror or error})") from None
+    if len(data) > limit:  # it grew while being read
+        raise DamagedFileError(f"{name}: more than {limit / 2**20:.0f} MiB: not read")
+    return data
+
+
+def read_text(path: Path, name: str, limit: int = MAX_BYTES) -> str:
+    """The file's text (`read_bytes`); DamagedFileError when it is not UTF-8."""
+    try:
+        return read_bytes(path, name, limit).decode("utf-8")
     except UnicodeDecodeError as error:
         raise _not_utf8(name, error) from None
-    except OSError as error:
-        if isinstance(error, FileNotFoundError):
-            raise
-        raise DamagedFileError(f"{name}: cannot be read ({error.strerror or error})") from None
 
 
 _BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser where built

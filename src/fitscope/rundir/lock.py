@@ -12,7 +12,8 @@ from datetime import datetime
 from pathlib import Path
 
 from fitscope import FitscopeError
-from fitscope.rundir.files import DamagedFileError
+from fitscope.rundir.files import RunFolderError
+from fitscope.rundir.guard import check_run_folder
 from fitscope.rundir.names import LOCK_FILE, METRICS_FILE, SUMMARY_FILE, display_path
 from fitscope.rundir.read import read_summary
 from fitscope.rundir.write import write_json_atomic
@@ -36,13 +37,15 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     it ends, so a killed run never blocks the next attempt. Where the OS or the file system has
     no flock (Windows; Lustre mounted without `-o flock`) the run is not locked."""
     path = run_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    check_run_folder(run_dir)  # a link in its place is never written through
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, 0o666)
     try:
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = path.read_text(errors="replace").strip() or "another process"
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
                 raise RunLocked(f"{display_path(run_dir)} is being trained by {holder}") from None
             except OSError as error:  # a file system without flock (Lustre without -o flock)
                 log.warning(f"{display_path(run_dir)}: not locked ({error.strerror})")
@@ -69,5 +72,5 @@ def mark_ended(run_dir: Path, reason: str) -> str | None:
                 summary = {**summary, "status": "failed", "error": reason}
                 write_json_atomic(summary_path, summary)
             return str(summary.get("status", "running"))
-    except (RunLocked, DamagedFileError, OSError):
+    except (RunLocked, RunFolderError, OSError):
         return "running"  # trained again by now, or not fitscope's to change

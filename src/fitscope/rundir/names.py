@@ -14,12 +14,15 @@ CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "best.pt"
 SWEEP_FILE = "multirun.yaml"  # in a sweep folder: Hydra's record of the sweep's config
 LOCK_FILE = ".lock"
+LOG_FILE = "run.log"  # the job's log (hydra.job_logging's file handler)
+ASIDE_PREFIX = ".replaced-"  # a run's files set aside when resume finds them not whole
 RUN_MARKERS = (SUMMARY_FILE, METRICS_FILE, ".hydra")
 
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 SPLIT_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
 REQUIRED_COLUMNS = ("epoch", *SPLIT_METRICS)  # a metrics.csv without one of them is damaged
 STATUSES = ("running", "completed", "diverged", "failed")
+HYDRA_DIR = ".hydra"  # Hydra's record of a job, as fitscope writes it (`write_hydra_files`)
 HYDRA_CONFIG = ".hydra/config.yaml"  # Hydra's record of the config, as composed (unresolved)
 # Per-layer diagnostics: `<measure>_<layer>`, layers `1`, `2`, ... from the input, `out` last.
 # grad_norm: whole-matrix gradient norms, in run folders written before grad_rms (per weight).
@@ -51,6 +54,22 @@ def parse_layer_column(column: str) -> tuple[str, str] | None:
 def rerun_command(overrides: Sequence[str]) -> str:
     """The command line that repeats a run with these overrides."""
     return " ".join([ENTRY_POINT, *(shlex.quote(o) for o in overrides)])
+
+
+# what Hydra's override lexer takes as an unquoted value; anything else is quoted for it
+_HYDRA_PLAIN = re.compile(r"[A-Za-z0-9_./:+@-]+")
+
+
+def hydra_quoted(value: str) -> str:
+    """`value` as an override's value that Hydra's lexer reads back as `value`: as it is when
+    a plain path, else single-quoted, a quote and the backslashes before it or at the end
+    escaped (a path with spaces, quotes, `$`, `=`, commas or brackets; a name that would read
+    as a number)."""
+    if _HYDRA_PLAIN.fullmatch(value) and "/" in value:  # a path: never a number or a bool
+        return value
+    # inside quotes Hydra reads a backslash as an escape only before a quote or at the end
+    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+    return f"'{escaped}'"
 
 
 def display_path(path: Path) -> str:

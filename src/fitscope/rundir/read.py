@@ -9,13 +9,11 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 
 from fitscope.config import flatten_config, show_value
 from fitscope.rundir.files import (
@@ -28,13 +26,11 @@ from fitscope.rundir.files import (
 from fitscope.rundir.names import (
     CONFIG_FILE,
     HYDRA_CONFIG,
-    METRICS_FILE,
     REQUIRED_COLUMNS,
     RUN_MARKERS,
     STATUSES,
     SUMMARY_FILE,
     SWEEP_FILE,
-    rerun_command,
 )
 
 
@@ -129,21 +125,26 @@ def _natural_key(path: Path) -> list[Any]:
 
 
 def _runs_under(folder: Path) -> set[Path]:
-    """The run folders in or below `folder`, found in one walk (symlinked folders are not
-    followed)."""
+    """The run folders in or below `folder`, found in one walk. A symlinked folder is not
+    followed: it is returned as it is (unresolved), for `read_run` to report as a link."""
     found = set()
     for root, dirs, files in os.walk(folder):
         if any(marker in files or marker in dirs for marker in RUN_MARKERS):
             found.add(Path(root))
+        found |= {Path(root) / d for d in dirs if os.path.islink(os.path.join(root, d))}
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # .hydra, set-aside files
     return found
 
 
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     """Every run folder in or under `paths` (a run folder holds summary.json, metrics.csv or
-    .hydra/), resolved, in natural order (job 2 before job 10)."""
+    .hydra/), resolved, in natural order (job 2 before job 10); a symlinked folder under a
+    sweep folder is listed unresolved (`read_run` names it a link and reads nothing of it)."""
     found: set[Path] = set()
     for given in paths:
         path = Path(given)
+        if path.exists() and not path.is_dir():
+            raise RunFolderError(f"{path}: a file, not a folder: pass sweep or run folders")
         if not path.is_dir():
             raise RunFolderError(f"{path}: no such folder")
         if any((path / marker).exists() for marker in RUN_MARKERS):
@@ -322,79 +323,12 @@ def read_overrides(run_dir: Path, summary: Mapping[str, Any] | None) -> list[str
 
 
 def read_sweep_section(sweep_dir: Path, section: str) -> dict[str, Any] | None:
-    """One section (e.g. `report`) of a sweep folder's multirun.yaml; None when it has none or
-    the file cannot be read."""
-    path = sweep_dir / SWEEP_FILE
+    """One section (e.g. `report`) of a sweep folder's multirun.yaml, as data: plain values,
+    interpolations left as text (`${oc.env:HOME}` is never resolved); None when it has none or
+    the file cannot be read (a link, a FIFO, aliases, too large: as good as none)."""
     try:
-        node = OmegaConf.load(path).get(section) if path.is_file() else None
-    except Exception:  # an unreadable multirun.yaml is as good as none
+        document = _load_yaml(sweep_dir, SWEEP_FILE)
+    except (FileNotFoundError, RunFolderError):
         return None
-    return OmegaConf.to_container(node, resolve=True) if node is not None else None
-
-
-@dataclass
-class RunRecord:
-    """One run folder as read from disk. `problems`: what is missing or unfinished (the run is
-    still reported); `damage`: files that are there but unreadable (the run is listed as
-    damaged and left out of every comparison), each a one-line reason naming the file."""
-
-    path: Path
-    summary: dict[str, Any] | None
-    metrics: pd.DataFrame
-    config: dict[str, Any]
-    choices: dict[str, str]
-    overrides: list[str]
-    problems: list[str] = field(default_factory=list)
-    damage: list[str] = field(default_factory=list)
-
-    @property
-    def command(self) -> str:
-        """The command line that re-runs this run."""
-        return (self.summary or {}).get("command") or rerun_command(self.overrides)
-
-    @property
-    def status(self) -> str:
-        if self.damage:
-            return "damaged"
-        if self.summary is None:
-            return "running"
-        return self.summary.get("status", "running")
-
-
-def read_run(path: Path) -> RunRecord:
-    """Everything a run folder holds; what is missing is listed in `problems`, what is there
-    but unreadable in `damage`. Raises nothing for a run folder's contents."""
-    problems: list[str] = []
-    damage: list[str] = []
-    summary = None
-    try:
-        summary = read_summary(path / SUMMARY_FILE)
-        if summary is None:
-            problems.append("no summary.json: still running, or stopped before it was written")
-    except DamagedFileError as error:
-        damage.append(str(error))
-    metrics = pd.DataFrame(columns=list(REQUIRED_COLUMNS))
-    try:
-        metrics = read_metrics(path / METRICS_FILE)
-        if metrics.empty:
-            reason = "missing" if not (path / METRICS_FILE).is_file() else "has no complete epoch"
-            problems.append(f"metrics.csv {reason}")
-    except DamagedFileError as error:
-        damage.append(str(error))
-    config: dict[str, Any] = {}
-    try:
-        config, note = read_config(path)
-        problems += [note] if note else []
-    except DamagedFileError as error:
-        damage.append(str(error))
-    choices: dict[str, str] = {}
-    overrides: list[str] = []
-    try:
-        choices = read_choices(path, summary)
-    except DamagedFileError as error:
-        damage.append(str(error))
-    try:
-        overrides = read_overrides(path, summary)
-    except DamagedFileError as error:
-        damage.append(str(error))
-    return RunRecord(path, summary, metrics, config, choices, overrides, problems, damage)
+    value = document.get(section) if isinstance(document, dict) else None
+    return value if isinstance(value, dict) else None

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +14,7 @@ import torch
 from torch import nn
 
 from fitscope.config import ACTIVATIONS, AUTO_INIT, INITS
+from fitscope.rundir import atomic_file
 
 
 def activation_class(name: str) -> type[nn.Module]:
@@ -113,10 +116,17 @@ def count_parameters(model: nn.Module) -> int:
 
 def save_checkpoint(
     path: Path, state_dict: Mapping[str, torch.Tensor], model_args: Mapping[str, Any], epoch: int
-) -> None:
-    """The weights `state_dict` (moved to the CPU) with what `load_checkpoint` needs."""
+) -> str:
+    """The weights `state_dict` (moved to the CPU) with what `load_checkpoint` needs, written
+    atomically (a full disk leaves the old file or none, never a part; a link in its place is
+    replaced, never written through); returns the file's SHA-256, for summary.json."""
     cpu_state = {key: tensor.detach().cpu() for key, tensor in state_dict.items()}
-    torch.save({"state_dict": cpu_state, "model_args": dict(model_args), "epoch": epoch}, path)
+    buffer = io.BytesIO()
+    torch.save({"state_dict": cpu_state, "model_args": dict(model_args), "epoch": epoch}, buffer)
+    data = buffer.getbuffer()
+    with atomic_file(path, "wb") as file:
+        file.write(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Sequential:
