@@ -163,8 +163,8 @@ def edit_metrics(change):
 @st.composite
 def metrics_damage(draw):
     kind = draw(st.sampled_from(["truncate", "garbage", "drop column", "values"]))
-    if kind == "truncate":  # a run killed while it wrote: the rows before the cut are kept
-        return (*draw(truncate()), False)
+    if kind == "truncate":  # fewer epochs than the completed run's summary says it ran
+        return (*draw(truncate()), True)
     if kind == "garbage":
         return (*draw(garbage()), True)
     if kind == "drop column":
@@ -203,22 +203,25 @@ def unreadable_config(draw):
 
 @st.composite
 def config_damage(draw):
-    """(file, what, do) pairs and whether the run is damaged: config.yaml or .hydra/config.yaml
-    damaged (the other is read), or both unreadable (damaged)."""
+    """(file, what, do) pairs and whether the run is damaged: .hydra/config.yaml damaged
+    (config.yaml is read), config.yaml damaged (no longer the config the completed run's
+    summary records), or both."""
     which = draw(st.sampled_from(["config.yaml", ".hydra/config.yaml", "both"]))
     if which == "both":
         return [
             ("config.yaml", *draw(unreadable_config())),
             (".hydra/config.yaml", *draw(unreadable_config())),
         ], True
-    return [(which, *draw(st.one_of(truncate(), unreadable_config())))], False
+    damage = draw(st.one_of(truncate(), unreadable_config()))
+    return [(which, *damage)], which == "config.yaml"
 
 
 @st.composite
 def other_damage(draw):
-    """Files the report does not need while summary.json is there."""
+    """best.pt (its checksum is in summary.json: damaged), or a Hydra file the report does not
+    need while summary.json is there (not damaged)."""
     name = draw(st.sampled_from(["best.pt", ".hydra/overrides.yaml", ".hydra/hydra.yaml"]))
-    return name, *draw(st.one_of(truncate(), garbage(), unreadable_config()))
+    return (name, *draw(st.one_of(truncate(), garbage(), unreadable_config()))), name == "best.pt"
 
 
 @st.composite
@@ -235,7 +238,9 @@ def run_damage(draw):
         changes += files
         damaged |= breaks
     if draw(st.integers(0, 4)) == 0:
-        changes.append(draw(other_damage()))
+        change, breaks = draw(other_damage())
+        changes.append(change)
+        damaged |= breaks
     return changes, damaged
 
 

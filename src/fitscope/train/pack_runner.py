@@ -24,14 +24,17 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from fitscope import FitscopeError
 from fitscope.config import flatten_config
-from fitscope.rundir import RunLocked, completed_summary, run_lock
+from fitscope.rundir import check_run_folder, run_lock
+from fitscope.rundir.logfile import RunLog
 from fitscope.train.console import Console
 from fitscope.train.data import Splits, make_splits
 from fitscope.train.loop import FitResult
 from fitscope.train.pack_step import Member
 from fitscope.train.packed import PackTiming, fit_pack
 from fitscope.train.record import Record, current_gpu, start_record
+from fitscope.train.resume import completed_run
 from fitscope.train.settings import TrainerSettings, validate
 from fitscope.train.steps import math_modes
 
@@ -238,12 +241,18 @@ def _start(job: PackJob) -> _Running | None:
     plain, settings = validate(job.cfg)
     job.out_dir.mkdir(parents=True, exist_ok=True)
     lock = contextlib.ExitStack()
-    try:
+    try:  # a folder it may not write, one another process holds, a completed or refused run:
+        check_run_folder(job.out_dir)  # the job runs alone, and says which in its line
+        job.out_dir.mkdir(parents=True, exist_ok=True)
         lock.enter_context(run_lock(job.out_dir))
-    except RunLocked:
+        done = completed_run(job.cfg, job.out_dir, job.label) is not None
+    except FitscopeError:
         lock.close()
         return None
-    if completed_summary(job.out_dir) is not None:
+    except BaseException:
+        lock.close()
+        raise
+    if done:
         lock.close()
         return None
     log_handler = _member_log(job)
@@ -267,7 +276,7 @@ def _member_log(job: PackJob) -> logging.Handler | None:
     its pack trains, and what it says of the whole pack (a line not about another run)."""
     if job.log_file is None:
         return None
-    handler = logging.FileHandler(job.log_file, mode="a", encoding="utf-8")
+    handler = RunLog(str(job.log_file))
     handler.setFormatter(logging.Formatter(*job.log_format))
     mine = f"{job.label}:"
 

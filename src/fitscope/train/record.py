@@ -38,11 +38,13 @@ from fitscope.rundir import (
     MetricsWriter,
     display_path,
     finite_or_none,
+    os_error_line,
     read_summary,
     rerun_command,
     write_config,
     write_json_atomic,
 )
+from fitscope.signals import Terminated
 from fitscope.stopping import early_stopping_epoch
 from fitscope.train.console import Console
 from fitscope.train.data import Splits
@@ -137,7 +139,8 @@ class Record:
                 test_best=_test(model, splits, settings),
             )
             path = self.out_dir / CHECKPOINT_FILE
-            save_checkpoint(path, result.best_state, self.model_args, result.best_epoch)
+            digest = save_checkpoint(path, result.best_state, self.model_args, result.best_epoch)
+            self.summary["checkpoint_sha256"] = digest  # what resume checks best.pt against
             _show_predictions(model, splits, self.plain, self.loggers)
         if settings.device.type == "cuda":  # for a pack member, the pack's, all members'
             self.summary.update(
@@ -230,10 +233,14 @@ def current_gpu(device: torch.device) -> contextlib.AbstractContextManager:
 
 def failure_reason(error: BaseException) -> str:
     """A failure in summary.json's words: one line."""
+    if isinstance(error, Terminated):
+        return "interrupted (SIGTERM: stopped by a scheduler, timeout or kill)"
     if isinstance(error, KeyboardInterrupt):
         return "interrupted (KeyboardInterrupt: Ctrl-C or SIGINT)"
     if isinstance(error, FitscopeError):
         return str(error)
+    if isinstance(error, OSError) and error.errno is not None:  # the machine said no
+        return os_error_line(error)
     return f"{type(error).__name__}: {error}".removesuffix(": ")
 
 

@@ -1,30 +1,47 @@
 """Resume: running a sweep again into its folder skips the runs it already completed.
 
 A run folder that holds a completed run of the same resolved config (same `config_hash`) is
-skipped; a completed run of another config is never overwritten (`ResumeError`); failed and
-unfinished runs run again.
+skipped, once its folder is checked to hold what its summary says (`completed_problems`:
+metrics.csv up to its last epoch, best.pt of the recorded checksum, config.yaml of the
+recorded hash). One that is not whole is trained again, its files first set aside in
+`.replaced-<time>/` in its folder, with one line saying why. A completed run of another config
+is never overwritten (`ResumeError`); failed and unfinished runs run again.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from omegaconf import DictConfig
 
 from fitscope import FitscopeError
 from fitscope.config import config_hash
-from fitscope.rundir import completed_summary
+from fitscope.rundir import (
+    METRICS_FILE,
+    RunFolderError,
+    completed_problems,
+    completed_summary,
+    display_path,
+    read_metrics,
+    set_aside,
+)
+from fitscope.rundir.logfile import CONSOLE_ONLY
 from fitscope.train.settings import validate
+
+log = logging.getLogger("fitscope")
 
 
 class ResumeError(FitscopeError):
     pass
 
 
-def completed_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+def completed_run(cfg: DictConfig, run_dir: Path, label: str = "run") -> dict[str, Any] | None:
     """The summary of the completed run of this config in `run_dir`, marked `skipped: True`;
-    None when there is none to keep. `ResumeError` when it completed another config."""
+    None when there is none to keep (a run that is not whole is set aside first).
+    `ResumeError` when it completed another config."""
     previous = completed_summary(run_dir)
     if previous is None:
         return None
@@ -35,4 +52,21 @@ def completed_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
             f"{previous.get('config_hash')}, this one {config_hash(cfg)}); it is kept: "
             "run the sweep into a new hydra.sweep.dir"
         )
+    try:
+        metrics: pd.DataFrame | RunFolderError = read_metrics(run_dir / METRICS_FILE)
+    except RunFolderError as error:
+        metrics = error
+    problems = completed_problems(run_dir, previous, metrics)
+    if problems:
+        aside = set_aside(run_dir)
+        log.warning(
+            f"{label}: not skipped: summary.json says completed, but {'; '.join(problems)}; "
+            f"trained again, its files kept in {display_path(aside)}"
+        )
+        return None
     return {**previous, "skipped": True}
+
+
+def skipped_line(label: str, run_dir: Path) -> None:
+    """The line of a run skipped as completed: on the console, never into its run.log."""
+    log.info(f"{label}: skipped, already completed in {run_dir}", extra=CONSOLE_ONLY)

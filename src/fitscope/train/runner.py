@@ -6,21 +6,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from fitscope.rundir import RunLocked, run_lock
+from fitscope.rundir import RunLocked, check_run_folder, run_lock
+from fitscope.rundir.logfile import CONSOLE_ONLY
 from fitscope.train import data
 from fitscope.train.console import Console
 from fitscope.train.data import make_splits
 from fitscope.train.graph import GRAPH_CACHE
 from fitscope.train.loop import fit
 from fitscope.train.record import current_gpu, start_record
-from fitscope.train.resume import completed_run
+from fitscope.train.resume import completed_run, skipped_line
 from fitscope.train.settings import TrainerSettings, job_device, validate
 from fitscope.train.steps import math_modes
 
@@ -35,9 +36,12 @@ def run(
     in_sweep: bool = False,
     label: str = "run",
     gpu_slot: int | None = None,
+    prepare: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train the run `cfg` describes into `out_dir` and return its summary. `gpu_slot`: the
-    job's number when its launcher runs jobs side by side (`settings.job_device`).
+    job's number when its launcher runs jobs side by side (`settings.job_device`); `prepare`:
+    what the launcher writes into the folder of a run it trains, once the folder is locked
+    and the run is not skipped (Hydra's `.hydra/` files).
 
     Bad config values raise `ConfigError` before anything is written. Divergence is a result
     (status `diverged`), not an error; any other failure is written to `summary.json` as status
@@ -48,17 +52,20 @@ def run(
     plain, settings = validate(cfg)
     device = job_device(settings.device, plain["trainer"]["device"], gpu_slot)
     settings = dataclasses.replace(settings, device=device)
+    check_run_folder(out_dir)  # before anything is made or written: no link, FIFO or device
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         with run_lock(out_dir):
-            previous = completed_run(cfg, out_dir)
+            previous = completed_run(cfg, out_dir, label)
             if previous is not None:
                 if plain["trainer"]["console"] != "quiet":
-                    log.info(f"{label}: skipped, already completed in {out_dir}")
+                    skipped_line(label, out_dir)
                 return previous
+            if prepare is not None:  # the launcher's files (.hydra/), for a run it trains
+                prepare()
             return _train(cfg, plain, settings, out_dir, overrides, choices, in_sweep, label)
     except RunLocked as locked:
-        log.warning(f"{label}: skipped, {locked}")
+        log.warning(f"{label}: skipped, {locked}", extra=CONSOLE_ONLY)
         return {"status": "running", "skipped": True, "error": str(locked)}
 
 
