@@ -172,14 +172,24 @@ def test_killed_run_leaves_written_epochs_readable(tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
 
 
-def test_interrupted_run_says_so_and_keeps_its_epochs(tmp_path):
+# Ctrl-C, and SIGTERM (what SLURM, Kubernetes and `timeout` send): the same ending, the exit
+# status a shell gives each
+SIGNALS = pytest.mark.parametrize(
+    "sig, code, words",
+    [(signal.SIGINT, 130, "Ctrl-C or SIGINT"), (signal.SIGTERM, 143, "SIGTERM")],
+    ids=["SIGINT", "SIGTERM"],
+)
+
+
+@SIGNALS
+def test_interrupted_run_says_so_and_keeps_its_epochs(tmp_path, sig, code, words):
     proc, run_dir = _start_long_run(tmp_path)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == code
     summary = read_summary(run_dir)
     assert summary["status"] == "failed"
-    assert summary["error"].startswith("interrupted")
+    assert summary["error"].startswith("interrupted") and words in summary["error"]
     kept = summary["epochs_run"]  # a Ctrl-C just after a row was written may miss that row
     assert kept >= 2 and len(read_metrics(run_dir)) in (kept + 1, kept + 2)  # and epoch 0
     # one line for the run (what was kept), one for what to do: no traceback
@@ -195,11 +205,13 @@ def test_interrupted_run_says_so_and_keeps_its_epochs(tmp_path):
     assert err.count("\n") == 1
 
 
-def test_interrupted_sweep_says_how_to_finish_it_and_build_its_report(tmp_path):
+@SIGNALS
+def test_interrupted_sweep_says_how_to_finish_it_and_build_its_report(tmp_path, sig, code, words):
     proc, run_dir = _start_long_run(tmp_path, "-m", "activation=relu,tanh")
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == code
+    assert words in read_summary(run_dir)["error"]
     assert "Traceback" not in out + err
     assert "#0 activation=relu data=mnist5k" in out and ": interrupted at epoch " in out
     sweep = run_dir.parent.relative_to(tmp_path)
@@ -210,15 +222,35 @@ def test_interrupted_sweep_says_how_to_finish_it_and_build_its_report(tmp_path):
     )
 
 
-def test_interrupted_packed_sweep_marks_every_member_and_says_how_to_finish_it(tmp_path):
+def test_sigterm_to_a_parallel_sweep_ends_every_workers_run(tmp_path):
+    """SIGTERM reaches the launcher's process alone (as `timeout` or `kill` sends it): its
+    workers end their runs as Ctrl-C would, and none is left saying running."""
+    proc, run_dir = _start_long_run(tmp_path, "-m", "hydra/launcher=cpu", "activation=relu,tanh")
+    deadline = time.time() + 120
+    while len(list(run_dir.parent.glob("*/metrics.csv"))) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 143
+    for job in "01":
+        summary = read_summary(run_dir.parent / job)
+        assert summary["status"] == "failed" and summary["error"].startswith("interrupted")
+    assert "sweep interrupted; to finish it" in err
+
+
+@SIGNALS
+def test_interrupted_packed_sweep_marks_every_member_and_says_how_to_finish_it(
+    tmp_path, sig, code, words
+):
     proc, run_dir = _start_long_run(tmp_path, "-m", "hydra/launcher=packed", "activation=relu,tanh")
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == code
     assert "Traceback" not in out + err
     for job in "01":  # both members of the pack: failed (interrupted), their epochs kept
         summary = read_summary(run_dir.parent / job)
         assert summary["status"] == "failed" and summary["error"].startswith("interrupted")
+        assert words in summary["error"]
         assert summary["pack"]["size"] == 2 and summary["epochs_run"] >= 2
         assert f"#{job} activation=" in out
         folder = run_dir.parent / job  # Hydra's files are there from the start, as for any run

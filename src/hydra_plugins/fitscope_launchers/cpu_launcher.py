@@ -16,10 +16,12 @@ only when a sweep is launched.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
@@ -65,6 +67,38 @@ def longest_first(launcher: JoblibLauncher, job_overrides: Sequence[Sequence[str
     return sorted(range(len(job_overrides)), key=lambda i: -work[i])
 
 
+def mark_interrupted(sweep_dir: Path, stop: BaseException, wait_s: float = 10.0) -> None:
+    """After an interrupt, the runs of the sweep that still say `running` once no worker holds
+    them (a worker killed before it could say so) say `failed` (interrupted), with a line
+    each."""
+    from fitscope.rundir import SUMMARY_FILE, display_path, mark_ended
+    from fitscope.train.record import failure_reason
+
+    reason = failure_reason(stop)
+    pending = [p.parent for p in sweep_dir.glob(f"*/{SUMMARY_FILE}") if _summary(p.parent)]
+    pending = [run_dir for run_dir in pending if _summary(run_dir).get("status") == "running"]
+    deadline = time.monotonic() + wait_s
+    while pending and time.monotonic() < deadline:
+        still = []
+        for run_dir in pending:
+            if mark_ended(run_dir, reason) == "running":  # a live worker holds it yet
+                still.append(run_dir)
+            elif "finished_at" not in _summary(run_dir):  # marked here, not by its worker
+                log.warning(f"{display_path(run_dir)}: interrupted; its summary.json says failed")
+        pending = still
+        if pending:
+            time.sleep(0.2)
+
+
+def _summary(run_dir: Path) -> dict:
+    from fitscope.rundir import SUMMARY_FILE, RunFolderError, read_summary
+
+    try:
+        return read_summary(run_dir / SUMMARY_FILE) or {}
+    except RunFolderError:
+        return {}
+
+
 class CpuLauncher(JoblibLauncher):
     """Hydra's joblib launcher (same settings: `n_jobs`, `batch_size`, ...) that hands out the
     longest runs first. Adapted from `hydra_joblib_launcher._core.launch`."""
@@ -104,18 +138,25 @@ class CpuLauncher(JoblibLauncher):
             else list(range(len(job_overrides)))
         )
         singleton_state = Singleton.get_state()
-        with parallel_config(backend="loky", inner_max_num_threads=threads):
-            results = Parallel(**joblib_cfg)(
-                delayed(execute_job)(
-                    initial_job_idx + idx,
-                    job_overrides[idx],
-                    self.hydra_context,
-                    self.config,
-                    self.task_function,
-                    singleton_state,
+        # the sweep's own config in this process, whose jobs run in workers: what src/run.py's
+        # line after Ctrl-C or SIGTERM reads the sweep folder from
+        HydraConfig.instance().set_config(self.config)
+        try:
+            with parallel_config(backend="loky", inner_max_num_threads=threads):
+                results = Parallel(**joblib_cfg)(
+                    delayed(execute_job)(
+                        initial_job_idx + idx,
+                        job_overrides[idx],
+                        self.hydra_context,
+                        self.config,
+                        self.task_function,
+                        singleton_state,
+                    )
+                    for idx in order
                 )
-                for idx in order
-            )
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: no run is left saying running
+            mark_interrupted(sweep_dir, stop)
+            raise
         runs: list[JobReturn] = [None] * len(job_overrides)  # type: ignore[list-item]
         for idx, result in zip(order, results, strict=True):
             runs[idx] = result

@@ -10,8 +10,9 @@ runs as the basic launcher runs it. A pack that fails (a CUDA error, memory) is 
 line and its unfinished runs are trained one by one.
 
 As each member of a pack ends, Hydra's job machinery runs for it (`hydra.core.utils.run_job`):
-its `.hydra/` files and `run.log` (with the member's line), the callbacks' `on_job_start` and
-`on_job_end`, its JobReturn (the best validation loss, as `src/run.py` returns). So the report
+its `run.log` (with the member's line), the callbacks' `on_job_start` and `on_job_end`, its
+JobReturn (the best validation loss, as `src/run.py` returns). Its `.hydra/` files are written
+when the member starts (`hydra.output_subdir` is null: fitscope writes them). So the report
 callback, resume and the report see what a basic sweep gives them.
 
 Hydra imports every module of `hydra_plugins` when it starts: torch and fitscope's training
@@ -30,7 +31,6 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import (
     JobReturn,
-    _save_config,
     configure_log,
     filter_overrides,
     run_job,
@@ -198,13 +198,14 @@ class PackedLauncher(Launcher):
 
 def _save_job_files(config: DictConfig, task: DictConfig) -> None:
     """The job's `.hydra/` files (config, hydra, overrides), as Hydra writes them when a job
-    starts (`hydra.core.utils.run_job`, which writes them again when the member ends)."""
-    if config.hydra.output_subdir is None:
-        return
-    folder = Path(config.hydra.runtime.output_dir) / str(config.hydra.output_subdir)
-    _save_config(task, "config.yaml", folder)
-    _save_config(OmegaConf.masked_copy(config, "hydra"), "hydra.yaml", folder)
-    _save_config(config.hydra.overrides.task, "overrides.yaml", folder)
+    starts; fitscope writes them (`hydra.output_subdir` is null), once the member's folder is
+    locked and its run is to be trained."""
+    from fitscope.rundir import write_hydra_files
+
+    hydra = OmegaConf.masked_copy(config, "hydra")
+    write_hydra_files(
+        Path(config.hydra.runtime.output_dir), task, hydra, config.hydra.overrides.task
+    )
 
 
 def _job_log(config: DictConfig) -> tuple[Path | None, tuple[str | None, str | None]]:
