@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from fitscope import config
 from fitscope.config import ConfigError
+from fitscope.train.limits import check_activation_numbers, check_model_fits
 from fitscope.train.models import activation_class
 
 
@@ -57,7 +58,10 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> tuple[dict[str, Any], Train
     line: key, value, what is allowed) for the first value that is not allowed."""
     plain = config.check_config(cfg)
     _check_activation_params(plain["activation"])
-    return plain, trainer_settings(plain["trainer"])
+    check_activation_numbers(plain["activation"])
+    settings = trainer_settings(plain["trainer"])
+    check_model_fits(plain, settings.device)
+    return plain, settings
 
 
 def trainer_settings(trainer: Mapping[str, Any]) -> TrainerSettings:
