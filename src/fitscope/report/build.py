@@ -10,23 +10,20 @@ not a fitscope report, a report of other runs (`sources.json`), or one whose run
 recorded (a committed example on a fresh clone) is refused unless `force`. Builds into one
 `report.dir` take turns (an OS lock on that folder), so two sweeps that name the same report
 never interleave: the later one finds the earlier's report and is refused like any other.
+Staging, the move and what is refused: `fitscope.report.place`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import secrets
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from fitscope import FitscopeError
 from fitscope.report.blocks import report_blocks
 from fitscope.report.curve_views import (
     chance_levels,
@@ -46,6 +43,16 @@ from fitscope.report.frames import Report, collect
 from fitscope.report.images import start_drawing
 from fitscope.report.index import write_index
 from fitscope.report.layer_views import layer_charts
+from fitscope.report.place import (
+    MANIFEST_FILE,
+    SOURCES_FILE,
+    ReportError,
+    builds_take_turns,
+    check_target,
+    move_into_place,
+    previous_files,
+    staging_folder,
+)
 from fitscope.report.render import html_page, markdown
 from fitscope.report.scales import Colors
 from fitscope.report.settings import ReportSettings
@@ -60,20 +67,9 @@ from fitscope.report.views import (
     matrix_chart,
     parallel_chart,
 )
-from fitscope.rundir import read_json
-
-try:
-    import fcntl
-except ImportError:  # Windows: builds do not take turns
-    fcntl = None
+from fitscope.rundir import os_error_line
 
 LONG_CSV_RUNS = 500  # curves.csv and layers.csv up to this many runs (20 MB each at 1,000)
-SOURCES_FILE = "sources.json"  # the run folders a report was built from
-MANIFEST_FILE = "manifest.json"  # the files a report wrote: the only ones a rebuild removes
-
-
-class ReportError(FitscopeError):
-    pass
 
 
 def default_report_name(paths: Sequence[str | Path]) -> str:
@@ -243,98 +239,21 @@ def build_report(
     settings = settings or ReportSettings.from_mapping()
     parent = Path(settings.dir)
     folder = parent / (name or default_report_name(paths))
+    check_target(folder)
     previous = folder if folder.is_dir() else None
     report = collect(paths, settings, index_folder=previous)
-    parent.mkdir(parents=True, exist_ok=True)
-    _previous_files(folder, report.sources, force)  # refused before anything is drawn
-    staging = parent / f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    staging.mkdir()  # mode from the umask, like any folder (tempfile's would be private)
     try:
-        write_report(report, staging, folder.name, previous)
-        (staging / SOURCES_FILE).write_text(json.dumps({"runs": report.sources}, indent=2))
-        files = sorted([*(p.name for p in staging.iterdir()), MANIFEST_FILE])
-        (staging / MANIFEST_FILE).write_text(json.dumps({"files": files}, indent=2) + "\n")
-        with _builds_take_turns(parent):  # only for the check and the move
-            previous = _previous_files(folder, report.sources, force)
-            _move_into_place(staging, folder, previous)
-    finally:
-        if staging.exists():
-            for leftover in staging.iterdir():
-                leftover.unlink()
-            staging.rmdir()
+        parent.mkdir(parents=True, exist_ok=True)
+        previous_files(folder, report.sources, force)  # refused before anything is drawn
+        with staging_folder(parent) as staging:
+            write_report(report, staging, folder.name, previous)
+            (staging / SOURCES_FILE).write_text(json.dumps({"runs": report.sources}, indent=2))
+            files = sorted([*(p.name for p in staging.iterdir()), MANIFEST_FILE])
+            (staging / MANIFEST_FILE).write_text(json.dumps({"files": files}, indent=2) + "\n")
+            with builds_take_turns(parent):  # only for the check and the move
+                move_into_place(staging, folder, previous_files(folder, report.sources, force))
+    except OSError as error:  # the machine says no: a full disk, a read-only folder, ...
+        raise ReportError(f"report not written: {os_error_line(error)}") from None
     for line in damaged_lines(report):
         print(line, file=sys.stderr)
     return folder
-
-
-@contextlib.contextmanager
-def _builds_take_turns(parent: Path) -> Iterator[None]:
-    """An OS lock on the folder that holds the reports, for the check and the move."""
-    if fcntl is None:
-        yield
-        return
-    fd = os.open(parent, os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError):  # a file system without flock: builds do not wait
-            fcntl.flock(fd, fcntl.LOCK_EX)  # waits for a build in progress (seconds)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _previous_files(folder: Path, sources: Sequence[str], force: bool) -> list[str]:
-    """The files an earlier build of `folder` wrote (its manifest): the ones a rebuild may
-    remove. `ReportError` when `folder` is not ours to replace, unless `force`."""
-    if not folder.exists():
-        return []
-    if not folder.is_dir():
-        raise ReportError(f"{folder} is a file, not a report folder; choose another name")
-    if not any(folder.iterdir()):
-        return []
-    manifest = _listed(folder / MANIFEST_FILE, "files")
-    previous_runs = _listed(folder / SOURCES_FILE, "runs")
-    choose = "choose another name (--name, or report.name=)"
-    if not force:
-        if manifest is None and previous_runs is None:
-            raise ReportError(f"{folder} holds files that are not a fitscope report; {choose}")
-        if previous_runs is None:
-            raise ReportError(
-                f"{folder} holds a report whose runs are not recorded here (a committed "
-                f"example?); {choose} or pass --force to replace it"
-            )
-        if not set(previous_runs) <= set(sources):
-            raise ReportError(
-                f"{folder} holds a report of other runs; {choose} or pass --force to replace it"
-            )
-    if manifest is None:
-        return []  # a report of an older fitscope, or not a report: nothing of it is removed
-    return [f for f in manifest if f not in ("", ".", "..") and f == Path(f).name]
-
-
-def _listed(path: Path, key: str) -> list[str] | None:
-    """The list of strings under `key` in a JSON file; None when it is missing or unreadable."""
-    try:
-        value = read_json(path).get(key)
-    except (OSError, ValueError, AttributeError):
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        return None
-    return value
-
-
-def _move_into_place(staging: Path, folder: Path, previous: Sequence[str]) -> None:
-    """The staged report becomes `folder`: at once when there is none yet; else file by file
-    (each replaced atomically), then the previous build's files that this one did not write
-    are removed. Nothing else in `folder` is touched."""
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
-    if not folder.exists():
-        os.rename(staging, folder)
-        return
-    written = sorted(p.name for p in staging.iterdir())
-    for name in sorted(written, key=lambda n: n == MANIFEST_FILE):  # the manifest last
-        os.replace(staging / name, folder / name)
-    for name in set(previous) - set(written):
-        stale = folder / name
-        if stale.is_file() or stale.is_symlink():  # a file the previous build wrote, nothing else
-            stale.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import shlex
 import sys
 import time
@@ -17,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from fitscope.report.settings import ReportSettings
-from fitscope.rundir import SUMMARY_FILE, completed_summary
+from fitscope.rundir import SUMMARY_FILE, SWEEP_FILE, completed_summary
 
 log = logging.getLogger("fitscope")
 
@@ -40,6 +41,15 @@ class ReportCallback(Callback):
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         self._started = time.time()
+        # Hydra writes the sweep's record next (multirun.yaml): never through a link
+        record = Path(str(config.hydra.sweep.dir)) / SWEEP_FILE
+        if record.is_symlink():
+            target = os.readlink(record)
+            record.unlink()
+            log.warning(
+                f"{record} was a symlink (to {target}): replaced by this sweep's own record; "
+                "the file it pointed to is untouched"
+            )
 
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         if (

@@ -15,6 +15,7 @@ from fitscope import FitscopeError
 from fitscope.report.build import build_report
 from fitscope.report.diff import diff_runs
 from fitscope.report.settings import ReportSettings, sweep_settings
+from fitscope.rundir import os_error_line
 
 
 def _diff(argv: list[str]) -> int:
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         folder = build_report(args.folders, settings, args.name, args.force)
     except FitscopeError as error:
         print(f"report.py: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the machine says no: a full disk, a read-only folder, ...
+        print(f"report.py: {os_error_line(error)}", file=sys.stderr)
         return 2
     print(f"report: {folder / 'report.html'} (and report.md, runs.csv, curves.csv)")
     return 0

@@ -30,6 +30,10 @@ def _arrow(key: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
 def diff_runs(run_a: str | Path, run_b: str | Path) -> str:
     """The config keys that differ between two runs (group choices with the leaves under them),
     and the command that re-runs each."""
+    for path in (Path(run_a), Path(run_b)):
+        if not path.is_dir():
+            what = "a file, not a run folder" if path.exists() else "no such folder"
+            raise FitscopeError(f"{path}: {what}")
     records = [read_run(Path(p)) for p in (run_a, run_b)]
     for path, record in zip((run_a, run_b), records, strict=True):
         if not record.config:  # damaged: none of its config files gives a mapping

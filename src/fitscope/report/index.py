@@ -54,10 +54,12 @@ REPORTED_SUMMARY = (*SUMMARY_FIELDS, "stopped_early", "epochs_run")
 
 def signature(run_dir: Path) -> str:
     """Size, modification time and inode of each file of the run that the report reads."""
+    if os.path.islink(run_dir):
+        return f"link:{os.readlink(run_dir)}"
     parts = []
     for name in WATCHED:
         try:
-            stat = os.stat(run_dir / name)
+            stat = os.lstat(run_dir / name)  # a file swapped for a link changes it
             parts.append(f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}")
         except OSError:
             parts.append("-")

@@ -84,11 +84,21 @@ class ReportSettings:
         return cls(**{f.name: merged[f.name] for f in fields(cls)})
 
 
+# A sweep folder may come from anyone: where a report goes is never taken from its files,
+# only from the user's own command (--dir, --name) or config.
+NOT_FROM_FILES = ("enabled", "dir", "name")
+
+
 def sweep_settings(folders: Sequence[Path]) -> dict[str, Any] | None:
     """The `report` section the first of `folders` that is a sweep folder ran with (from its
-    multirun.yaml); None when none has one."""
+    multirun.yaml), as data: without `NOT_FROM_FILES` and without values that are
+    interpolations (`${...}`, never resolved); None when none has one."""
     for folder in folders:
         section = read_sweep_section(Path(folder), "report")
         if section is not None:
-            return section
+            return {
+                key: value
+                for key, value in section.items()
+                if key not in NOT_FROM_FILES and not (isinstance(value, str) and "${" in value)
+            }
     return None
