@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import shlex
@@ -189,7 +190,16 @@ def _edit_config(folder: Path) -> str:
     return "is not the config summary.json records"
 
 
-@pytest.mark.parametrize("damage", [_cut_metrics, _flip_checkpoint, _no_checkpoint, _edit_config])
+def _lie_about_best(folder: Path) -> str:
+    summary = json.loads((folder / "summary.json").read_text())
+    summary["best"]["val_loss"] /= 2  # a better result than the run had
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return "summary.json's best val_loss"
+
+
+@pytest.mark.parametrize(
+    "damage", [_cut_metrics, _flip_checkpoint, _no_checkpoint, _edit_config, _lie_about_best]
+)
 def test_a_completed_run_that_is_not_whole_is_trained_again_its_files_kept(
     tmp_path, caplog, damage
 ):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import math
 import os
 import stat
 from collections.abc import Mapping
@@ -122,6 +123,8 @@ def completed_problems(
             if last != ran:
                 held = "no epoch" if last is None else f"epochs up to {last}"
                 problems.append(f"summary.json says {ran} epochs ran, metrics.csv holds {held}")
+            else:
+                problems += _lying_losses(summary, metrics)
     if isinstance(summary.get("best"), dict):
         problems += _checkpoint_problems(run_dir / CHECKPOINT_FILE, summary)
     recorded = summary.get("config_hash")
@@ -137,6 +140,34 @@ def completed_problems(
         if found != recorded:
             problems.append(
                 f"config.yaml ({found}) is not the config summary.json records (hash {recorded})"
+            )
+    return problems
+
+
+def _lying_losses(summary: Mapping[str, Any], metrics: pd.DataFrame) -> list[str]:
+    """The best and last validation losses summary.json records, against metrics.csv's rows
+    of those epochs (both are written from the same numbers)."""
+    rows = {"last": metrics.iloc[-1]}
+    best_epoch = summary.get("best_epoch")
+    if isinstance(best_epoch, int) and not isinstance(best_epoch, bool):
+        found = metrics[metrics["epoch"] == best_epoch]
+        rows["best"] = found.iloc[-1] if len(found) else None
+    problems = []
+    for name, row in rows.items():
+        recorded = summary.get(name)
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("val_loss"), float):
+            continue
+        if row is None:
+            problems.append(f"summary.json's best epoch {best_epoch} is not in metrics.csv")
+            continue
+        held = float(row["val_loss"])
+        if not math.isclose(held, recorded["val_loss"], rel_tol=1e-6) and not (
+            math.isnan(held) and math.isnan(recorded["val_loss"])
+        ):
+            where = f"epoch {best_epoch}" if name == "best" else "the last epoch"
+            problems.append(
+                f"summary.json's {name} val_loss {recorded['val_loss']:.6g} is not metrics.csv's "
+                f"{held:.6g} at {where}"
             )
     return problems
 
