@@ -218,6 +218,24 @@ def test_a_completed_run_that_is_not_whole_is_trained_again_its_files_kept(
     assert collect([tmp_path / "sweep"]).runs["status"].tolist() == ["completed"]
 
 
+def test_a_foreign_hydra_record_never_replaces_the_config_a_completed_run_records(tmp_path):
+    folder = trained(tmp_path / "sweep" / "0")
+    (folder / ".hydra").mkdir()
+    (folder / ".hydra" / "config.yaml").write_text("model:\n  width: 4096\ndata:\n  name: digits\n")
+    [record] = collect([tmp_path / "sweep"]).sweep.records
+    assert record.config["model"]["width"] == 16 and record.status == "completed"
+    assert record.problems == [
+        ".hydra/config.yaml disagrees with config.yaml on model.width: read config.yaml, the "
+        "config summary.json records"
+    ]
+    os.unlink(folder / ".hydra" / "config.yaml")
+    os.mkfifo(folder / ".hydra" / "config.yaml")
+    [record] = collect([tmp_path / "sweep"]).sweep.records
+    assert record.problems == [
+        ".hydra/config.yaml: a FIFO, not a regular file: not read: read config.yaml"
+    ]
+
+
 # -------------------------------------------------------------------------------- signals
 
 

@@ -81,7 +81,7 @@ def read_run(path: Path) -> RunRecord:
         damage.append(str(error))
     config: dict[str, Any] = {}
     try:
-        config, note = read_config(path)
+        config, note = read_config(path, summary)
         problems += [note] if note else []
     except DamagedFileError as error:
         damage.append(str(error))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fitscope.config import flatten_config, show_value
+from fitscope.config import container_hash, flatten_config, show_value
 from fitscope.rundir.files import (
     DamagedFileError,
     RunFolderError,
@@ -247,15 +247,17 @@ def _differences(composed: Mapping[str, Any], written: Mapping[str, Any]) -> lis
     ]
 
 
-def read_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
-    """(the run's config as nested containers, a note when it came from .hydra/config.yaml
-    because config.yaml is damaged). Values as written: interpolations are not resolved.
+def read_config(
+    run_dir: Path, summary: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], str | None]:
+    """(the run's config as nested containers, a note when one of its two records is damaged or
+    they disagree). Values as written: interpolations are not resolved.
 
     config.yaml is the config fitscope resolved; .hydra/config.yaml is Hydra's record of it.
-    The report reads config.yaml unless it is damaged, or lacks or changes values that
-    .hydra/config.yaml holds before its last one (config.yaml cut short; a difference in the
-    last value alone is .hydra/config.yaml cut short). `DamagedFileError` when neither file
-    gives a mapping.
+    The report reads config.yaml when its hash is the one `summary` records, or when it agrees
+    with .hydra/config.yaml (a difference in the last value alone is .hydra/config.yaml cut
+    short); otherwise .hydra/config.yaml (config.yaml cut short or damaged). `DamagedFileError`
+    when neither file gives a mapping.
     """
     found: dict[str, dict[str, Any]] = {}
     damage: dict[str, str] = {}
@@ -267,17 +269,24 @@ def read_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
         except DamagedFileError as error:
             damage[name] = str(error)
     written, composed = found.get(CONFIG_FILE), found.get(HYDRA_CONFIG)
+    recorded = (summary or {}).get("config_hash")
     if written is not None and composed is not None:
         differences = _differences(composed, written)
         # only .hydra/config.yaml's last value differs: it is the file cut short
         if differences in ([], list(flatten_config(composed))[-1:]):
             return written, None
+        if recorded is not None and container_hash(written) == recorded:
+            return written, (
+                f"{HYDRA_CONFIG} disagrees with config.yaml on {differences[0]}: read config.yaml, "
+                "the config summary.json records"
+            )
         return composed, (
             f"config.yaml disagrees with .hydra/config.yaml on {differences[0]}: "
             "read .hydra/config.yaml"
         )
     if written is not None:
-        return written, None
+        note = damage.get(HYDRA_CONFIG)
+        return written, (f"{note}: read config.yaml" if note else None)
     if composed is not None:
         note = damage.get(CONFIG_FILE)
         return composed, (f"{note}: read .hydra/config.yaml" if note else None)
