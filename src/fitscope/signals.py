@@ -17,6 +17,9 @@ from pathlib import Path
 from types import FrameType
 
 EXIT_CODE = 128 + signal.SIGTERM
+# What summary.json says of a run that SIGTERM stopped; a launcher that learns who sent it (a
+# SLURM job cancelled, out of time) puts that in place of the words after the colon.
+SIGTERM_REASON = "interrupted (SIGTERM: stopped by a scheduler, timeout or kill)"
 
 
 class Terminated(KeyboardInterrupt):

@@ -17,6 +17,7 @@ from fitscope.rundir.guard import check_run_folder
 from fitscope.rundir.names import LOCK_FILE, METRICS_FILE, SUMMARY_FILE, display_path
 from fitscope.rundir.read import read_summary
 from fitscope.rundir.write import write_json_atomic
+from fitscope.signals import SIGTERM_REASON
 
 log = logging.getLogger("fitscope")
 
@@ -57,11 +58,13 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def mark_ended(run_dir: Path, reason: str) -> str | None:
+def mark_ended(run_dir: Path, reason: str, *, sent_sigterm: bool = False) -> str | None:
     """Record that the process training `run_dir` ended without finishing it (a cluster job
     cancelled or killed): a summary.json that still says `running` says `failed`, `reason`,
-    unless a process holds the run (it trains it again). Returns the run's status after that
-    (`running` when it has metrics but no summary), or None when the folder holds no run."""
+    unless a process holds the run (it trains it again). With `sent_sigterm` (`reason` sent
+    SIGTERM: a SLURM job cancelled or out of time), a run that says it was interrupted by
+    SIGTERM gets `reason` as who sent it. Returns the run's status after that (`running` when
+    it has metrics but no summary), or None when the folder holds no run."""
     summary_path = run_dir / SUMMARY_FILE
     if not summary_path.is_file():
         return "running" if (run_dir / METRICS_FILE).is_file() else None
@@ -70,6 +73,9 @@ def mark_ended(run_dir: Path, reason: str) -> str | None:
             summary = read_summary(summary_path) or {}
             if summary.get("status") == "running":
                 summary = {**summary, "status": "failed", "error": reason}
+                write_json_atomic(summary_path, summary)
+            elif sent_sigterm and summary.get("error") == SIGTERM_REASON:
+                summary = {**summary, "error": f"interrupted (SIGTERM: {reason})"}
                 write_json_atomic(summary_path, summary)
             return str(summary.get("status", "running"))
     except (RunLocked, RunFolderError, OSError):

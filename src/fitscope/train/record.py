@@ -44,7 +44,7 @@ from fitscope.rundir import (
     write_config,
     write_json_atomic,
 )
-from fitscope.signals import Terminated
+from fitscope.signals import SIGTERM_REASON, Terminated
 from fitscope.stopping import early_stopping_epoch
 from fitscope.train.console import Console
 from fitscope.train.data import Splits
@@ -234,7 +234,7 @@ def current_gpu(device: torch.device) -> contextlib.AbstractContextManager:
 def failure_reason(error: BaseException) -> str:
     """A failure in summary.json's words: one line."""
     if isinstance(error, Terminated):
-        return "interrupted (SIGTERM: stopped by a scheduler, timeout or kill)"
+        return SIGTERM_REASON
     if isinstance(error, KeyboardInterrupt):
         return "interrupted (KeyboardInterrupt: Ctrl-C or SIGINT)"
     if isinstance(error, FitscopeError):

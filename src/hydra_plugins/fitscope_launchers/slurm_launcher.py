@@ -165,7 +165,7 @@ if SubmititSlurmLauncher is not None:
             cause = f"SLURM job {job.job_id} ended {state} without a result"
             if "CANCELLED" not in state and "TIMEOUT" not in state:
                 cause += f" ({_reason(error)})"
-            status = mark_ended(run_dir, cause)
+            status = mark_ended(run_dir, cause, sent_sigterm=True)
             where = {
                 None: "it left no run",
                 "completed": f"its run in {display_path(run_dir)} had completed",
