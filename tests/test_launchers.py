@@ -3,16 +3,13 @@ line."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from conftest import QUICK as QUICK_DATA
-from conftest import REPO, compose_cfg, needs, options, read_summary, run_cli
+from conftest import compose_cfg, needs, options, read_summary, run_cli
 from fitscope.train.runner import run
 
 pytestmark = pytest.mark.slow
@@ -151,35 +148,3 @@ def test_tutorial_preset_is_the_classic_setup_and_runs_offline_on_mnist5k(tmp_pa
     offline = compose_cfg("experiment=tutorial", "trainer.steps=16", "trainer.console=quiet")
     summary = run(offline, tmp_path)
     assert summary["status"] == "completed" and summary["epochs_run"] == 1
-
-
-def test_benchmark_quick_prints_both_loops_and_the_ratio(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(REPO / "src" / "bench.py"), "--quick", "--device", "cpu"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith("device: cpu")
-    assert any(line.startswith("tutorial loop (DataLoader):") for line in lines)
-    fitscope = [line for line in lines if line.startswith("fitscope, compile=none fp32")]
-    assert len(fitscope) == 3  # diagnostics off and on, and on with the whole train curve
-    assert all("x the tutorial's samples/s), of which training" in line for line in fitscope)
-    headline = next(line for line in lines if line.startswith("HEADLINE whole epoch"))
-    assert "x the tutorial loop" in headline and "training phase alone" in headline
-    assert any("diagnostics cost" in line for line in lines)
-    assert any("end to end with the report" in line for line in lines)
-    # the sweep three ways, each with its time, its ratio to the first and where time went
-    for way in ("before", "basic", "cpu"):
-        line = next(line for line in lines if line.startswith(f"  {way}: "))
-        assert " s (" in line and "x before;" in line
-    assert any("steps: none" in line for line in lines if line.startswith("    runs "))
-    # the same-shape sweep, basic then packed: time, training per member-epoch, memory, ratios
-    packed = lines[lines.index(next(line for line in lines if line.startswith("packed sweep"))) :]
-    assert "(4 runs of 784-200-200-10 x 1 epoch)" in packed[0]
-    assert packed[1].startswith("  basic: ") and "(1.00x basic)" in packed[1]
-    assert packed[2].startswith("  packed: ") and packed[2].endswith("packs of 4")
-    assert "ms per member-epoch" in packed[2] and "peak process RSS memory" in packed[2]
