@@ -35,8 +35,6 @@ from fitscope.rundir import (
 )
 from fitscope.signals import EXIT_CODE as TERMINATED_EXIT
 from fitscope.signals import Terminated, terminate_as_interrupt
-from fitscope.train.runner import run
-from fitscope.train.settings import gpu_slot
 
 # Hydra's own files in a job's folder, written before the job starts.
 HYDRA_FILES = {".hydra": {"config.yaml", "hydra.yaml", "overrides.yaml"}, "run.log": None}
@@ -57,6 +55,9 @@ def main(cfg: DictConfig) -> float:
     folder = hydra_cfg.sweep.dir if in_sweep else display_path(out_dir)
     _JOB.update(key="hydra.sweep.dir" if in_sweep else "hydra.run.dir", folder=folder)
     terminate_as_interrupt()  # in a parallel launcher's worker too: SIGTERM ends a run as Ctrl-C
+    # torch is imported here, for a job that trains: --help, --cfg and refusals start quicker
+    from fitscope.train.runner import run
+    from fitscope.train.settings import gpu_slot
 
     def prepare() -> None:  # Hydra's record of a job, for a run that is trained (not skipped)
         hydra_node = OmegaConf.masked_copy(OmegaConf.create({"hydra": hydra_cfg}), "hydra")
