@@ -168,26 +168,35 @@ DataLoader.yaml_implicit_resolvers = {
 }
 
 
-def _shares_nodes(value: Any, seen: set[int] | None = None) -> bool:
-    """True when a container occurs twice in `value` (what an alias builds)."""
-    seen = set() if seen is None else seen
-    if isinstance(value, (dict, list)):
-        if id(value) in seen:
-            return True
-        seen.add(id(value))
-        children = value.values() if isinstance(value, dict) else value
-        return any(_shares_nodes(child, seen) for child in children)
-    return False
+# Deeper than this, a YAML document is not a config (fitscope's are 3 levels deep).
+MAX_YAML_DEPTH = 64
+
+
+def _refused_structure(text: str) -> str | None:
+    """Why the YAML document `text` is refused before it is built, or None: an alias (the way
+    a document expands without bound) or nesting deeper than `MAX_YAML_DEPTH`. Read as a stream
+    of parser events, so neither costs memory nor recursion."""
+    depth = 0
+    for event in yaml.parse(text, Loader=DataLoader):
+        if isinstance(event, yaml.AliasEvent):
+            return "an alias (*name), which fitscope never writes: refused"
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                return f"nested deeper than {MAX_YAML_DEPTH} levels: refused"
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return None
 
 
 def load_yaml(text: str, name: str) -> Any:
     """`text`, a YAML document, as plain containers (None for an empty one): interpolations such
     as `${oc.env:X}` stay text. `DamagedFileError` naming `name` when it is not YAML, holds an
-    alias or a duplicate key."""
+    alias, a duplicate key or nesting deeper than `MAX_YAML_DEPTH`."""
     try:
-        value = yaml.load(text, Loader=DataLoader)  # noqa: S506 (a safe loader)
+        refused = _refused_structure(text)
+        if refused:
+            raise DamagedFileError(f"{name}: {refused}")
+        return yaml.load(text, Loader=DataLoader)  # noqa: S506 (a safe loader)
     except (yaml.YAMLError, ValueError, RecursionError) as error:
         raise DamagedFileError(f"{name}: not a YAML mapping ({first_line(error)})") from None
-    if _shares_nodes(value):
-        raise DamagedFileError(f"{name}: an alias (*name), which fitscope never writes: refused")
-    return value
