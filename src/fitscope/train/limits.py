@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import torch
@@ -86,14 +87,23 @@ def check_model_fits(plain: Mapping[str, Any], device: torch.device) -> None:
         return
     raise ConfigError(
         f"model.width={width} model.depth={depth} is invalid: the model would have "
-        f"{params:.3g} parameters, about {_bytes(need)} with their gradients and optimizer "
+        f"{_count(params)} parameters, about {_bytes(need)} with their gradients and optimizer "
         f"state, more than this {device.type} device's {_bytes(memory)} of memory; expected a "
         "model that fits"
     )
 
 
-def _bytes(count: float) -> str:
+def _count(count: float) -> str:
+    """A number of any size in 3 significant digits (1.42e+10): a Python int may be too large
+    for a float, so it is then written from its digits."""
+    try:
+        return f"{float(count):.3g}"
+    except OverflowError:
+        return f"{Decimal(count):.2e}"
+
+
+def _bytes(count: int) -> str:
     for unit, size in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
         if count >= size:
-            return f"{count / size:.3g} {unit}"
+            return f"{_count(count // size if count > 2**1000 else count / size)} {unit}"
     return f"{count:.0f} bytes"
