@@ -4,8 +4,9 @@ A run folder that holds a completed run of the same resolved config (same `confi
 skipped, once its folder is checked to hold what its summary says (`completed_problems`:
 metrics.csv up to its last epoch, best.pt of the recorded checksum, config.yaml of the
 recorded hash). One that is not whole is trained again, its files first set aside in
-`.replaced-<time>/` in its folder, with one line saying why. A completed run of another config
-is never overwritten (`ResumeError`); failed and unfinished runs run again.
+`.replaced-<time>/` in its folder, with one line saying why; so is a run whose summary.json
+is there but cannot be read. A completed run of another config is never overwritten
+(`ResumeError`); failed and unfinished runs run again.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from fitscope import FitscopeError
 from fitscope.config import config_hash
 from fitscope.rundir import (
     METRICS_FILE,
+    SUMMARY_FILE,
     RunFolderError,
     completed_problems,
-    completed_summary,
     display_path,
     read_metrics,
+    read_summary,
     set_aside,
 )
 from fitscope.rundir.logfile import CONSOLE_ONLY
@@ -42,8 +44,15 @@ def completed_run(cfg: DictConfig, run_dir: Path, label: str = "run") -> dict[st
     """The summary of the completed run of this config in `run_dir`, marked `skipped: True`;
     None when there is none to keep (a run that is not whole is set aside first).
     `ResumeError` when it completed another config."""
-    previous = completed_summary(run_dir)
-    if previous is None:
+    try:
+        previous = read_summary(run_dir / SUMMARY_FILE)
+    except RunFolderError as error:  # there, but not a summary fitscope wrote: kept, not reused
+        aside = set_aside(run_dir)
+        log.warning(
+            f"{label}: not skipped: {error}; trained again, its files kept in {display_path(aside)}"
+        )
+        return None
+    if not previous or previous.get("status") != "completed":
         return None
     validate(cfg)  # a bad value is refused as in any run, before the hashes are compared
     if previous.get("config_hash") != config_hash(cfg):
