@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from fitscope.rundir import (
+    CHECKPOINT_FILE,
     CONFIG_FILE,
     HYDRA_CONFIG,
     METRICS_FILE,
@@ -35,13 +36,14 @@ from fitscope.rundir import (
 
 log = logging.getLogger("fitscope")
 
-INDEX_VERSION = "3"  # bump when what a record holds, or how a run folder is read, changes
+INDEX_VERSION = "4"  # bump when what a record holds, or how a run folder is read, changes
 RUNS_INDEX = "index-runs.parquet"
 EPOCHS_INDEX = "index-epochs.parquet"
 INDEX_FILES = (RUNS_INDEX, EPOCHS_INDEX)
 WATCHED = (
     SUMMARY_FILE,
     METRICS_FILE,
+    CHECKPOINT_FILE,  # a completed run's best.pt is checked against its recorded checksum
     CONFIG_FILE,
     HYDRA_CONFIG,
     ".hydra/hydra.yaml",
