@@ -26,7 +26,6 @@ from fitscope.config import ConfigError
 from fitscope.rundir import (
     ENTRY_POINT,
     LOCK_FILE,
-    RunLocked,
     display_path,
     hydra_quoted,
     os_error_line,
@@ -36,7 +35,8 @@ from fitscope.rundir import (
 from fitscope.signals import EXIT_CODE as TERMINATED_EXIT
 from fitscope.signals import Terminated, terminate_as_interrupt
 
-# Hydra's own files in a job's folder, written before the job starts.
+# What a refused job's folder may hold and still be removed: Hydra's record of a job (written by
+# fitscope only for a run it trains, so present here only in folders of older versions).
 HYDRA_FILES = {".hydra": {"config.yaml", "hydra.yaml", "overrides.yaml"}, "run.log": None}
 # Where the interrupted job was, for the line printed when Ctrl-C ends the process.
 _JOB: dict[str, str] = {}
@@ -127,7 +127,7 @@ def _remove_fresh_job_folder(folder: Path, remove_parent: bool) -> None:
             time_dir.rmdir()  # OSError when not empty
             if re.fullmatch(r"\d{4}-\d\d-\d\d", time_dir.parent.name):
                 time_dir.parent.rmdir()
-    except (OSError, RunLocked):
+    except (OSError, FitscopeError):  # locked by another process, a link, the machine's no
         pass  # left as it is: the error line says what went wrong
 
 

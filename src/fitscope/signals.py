@@ -20,10 +20,16 @@ EXIT_CODE = 128 + signal.SIGTERM
 # What summary.json says of a run that SIGTERM stopped; a launcher that learns who sent it (a
 # SLURM job cancelled, out of time) puts that in place of the words after the colon.
 SIGTERM_REASON = "interrupted (SIGTERM: stopped by a scheduler, timeout or kill)"
+SIGINT_REASON = "interrupted (KeyboardInterrupt: Ctrl-C or SIGINT)"
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived: the process is being stopped from outside."""
+
+
+def interrupt_reason(stop: KeyboardInterrupt) -> str:
+    """What summary.json says of a run that `stop` (Ctrl-C, or SIGTERM) ended."""
+    return SIGTERM_REASON if isinstance(stop, Terminated) else SIGINT_REASON
 
 
 def _children() -> list[int]:

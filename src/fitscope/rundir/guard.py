@@ -41,6 +41,7 @@ from fitscope.rundir.names import (
 
 # the files fitscope writes into a run folder, and Hydra's record of the job
 RUN_FILES = (LOCK_FILE, SUMMARY_FILE, METRICS_FILE, CONFIG_FILE, CHECKPOINT_FILE, LOG_FILE)
+FOLDERS = (HYDRA_DIR, "tensorboard")  # the folders a run writes into (logger=tensorboard)
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 
 
@@ -69,14 +70,14 @@ def check_run_folder(run_dir: Path) -> None:
             "fitscope never writes through a link it did not make: remove the link, or run "
             "into another folder"
         )
-    names = [*RUN_FILES, HYDRA_DIR, *(f"{HYDRA_DIR}/{name}" for name in HYDRA_FILES)]
+    names = [*RUN_FILES, *FOLDERS, *(f"{HYDRA_DIR}/{name}" for name in HYDRA_FILES)]
     for name in names:
         try:
             mode = os.lstat(run_dir / name).st_mode
         except (FileNotFoundError, NotADirectoryError):
             continue
         kind = _kind(mode)
-        if kind is not None and not (name == HYDRA_DIR and kind == "a folder"):
+        if kind is not None and not (name in FOLDERS and kind == "a folder"):
             target = f" (to {os.readlink(run_dir / name)})" if kind == "a symlink" else ""
             raise RunFolderError(
                 f"{display_path(run_dir / name)} is {kind}{target}, not a file fitscope wrote: "

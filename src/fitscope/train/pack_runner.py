@@ -239,7 +239,6 @@ def _start(job: PackJob) -> _Running | None:
     process holds the folder or, by now, has completed its run there (the caller runs the job
     as the basic launcher does, which says so)."""
     plain, settings = validate(job.cfg)
-    job.out_dir.mkdir(parents=True, exist_ok=True)
     lock = contextlib.ExitStack()
     try:  # a folder it may not write, one another process holds, a completed or refused run:
         check_run_folder(job.out_dir)  # the job runs alone, and says which in its line
@@ -255,13 +254,13 @@ def _start(job: PackJob) -> _Running | None:
     if done:
         lock.close()
         return None
-    log_handler = _member_log(job)
-    if log_handler is not None:
-        lock.callback(_remove_handler, log_handler)
-    if job.prepare is not None:
-        job.prepare()
-    console = Console(plain["trainer"]["console"], True, settings.epochs, label=job.label)
-    try:
+    try:  # from here on, whatever fails releases the lock and the run's log
+        log_handler = _member_log(job)
+        if log_handler is not None:
+            lock.callback(_remove_handler, log_handler)
+        if job.prepare is not None:
+            job.prepare()
+        console = Console(plain["trainer"]["console"], True, settings.epochs, label=job.label)
         record = start_record(
             job.cfg, plain, settings, job.out_dir, job.overrides, job.choices, console, job.label
         )

@@ -44,7 +44,7 @@ from fitscope.rundir import (
     write_config,
     write_json_atomic,
 )
-from fitscope.signals import SIGTERM_REASON, Terminated
+from fitscope.signals import interrupt_reason
 from fitscope.stopping import early_stopping_epoch
 from fitscope.train.console import Console
 from fitscope.train.data import Splits
@@ -233,10 +233,8 @@ def current_gpu(device: torch.device) -> contextlib.AbstractContextManager:
 
 def failure_reason(error: BaseException) -> str:
     """A failure in summary.json's words: one line."""
-    if isinstance(error, Terminated):
-        return SIGTERM_REASON
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted (KeyboardInterrupt: Ctrl-C or SIGINT)"
+    if isinstance(error, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (`Terminated`)
+        return interrupt_reason(error)
     if isinstance(error, FitscopeError):
         return str(error)
     if isinstance(error, OSError) and error.errno is not None:  # the machine said no

@@ -67,14 +67,14 @@ def longest_first(launcher: JoblibLauncher, job_overrides: Sequence[Sequence[str
     return sorted(range(len(job_overrides)), key=lambda i: -work[i])
 
 
-def mark_interrupted(sweep_dir: Path, stop: BaseException, wait_s: float = 10.0) -> None:
+def mark_interrupted(sweep_dir: Path, stop: KeyboardInterrupt, wait_s: float = 10.0) -> None:
     """After an interrupt, the runs of the sweep that still say `running` once no worker holds
     them (a worker killed before it could say so) say `failed` (interrupted), with a line
     each."""
     from fitscope.rundir import SUMMARY_FILE, display_path, mark_ended
-    from fitscope.train.record import failure_reason
+    from fitscope.signals import interrupt_reason  # no torch: the parent process has none
 
-    reason = failure_reason(stop)
+    reason = interrupt_reason(stop)
     pending = [p.parent for p in sweep_dir.glob(f"*/{SUMMARY_FILE}") if _summary(p.parent)]
     pending = [run_dir for run_dir in pending if _summary(run_dir).get("status") == "running"]
     deadline = time.monotonic() + wait_s
