@@ -75,7 +75,8 @@ def report_cli(*args: str) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize(
-    "name", [".lock", "metrics.csv", "summary.json", "config.yaml", "best.pt", "run.log"]
+    "name",
+    [".lock", "metrics.csv", "summary.json", "config.yaml", "best.pt", "run.log", "tensorboard"],
 )
 def test_no_file_of_a_run_folder_is_written_through_a_symlink(tmp_path, canary, name):
     folder = tmp_path / "sweep" / "0"
@@ -197,8 +198,22 @@ def _lie_about_best(folder: Path) -> str:
     return "summary.json's best val_loss"
 
 
+def _garble_summary(folder: Path) -> str:
+    text = (folder / "summary.json").read_text()
+    (folder / "summary.json").write_text(text.replace('"params": ', '"params": "many", "x": '))
+    return 'summary.json: "params" is "many"'
+
+
 @pytest.mark.parametrize(
-    "damage", [_cut_metrics, _flip_checkpoint, _no_checkpoint, _edit_config, _lie_about_best]
+    "damage",
+    [
+        _cut_metrics,
+        _flip_checkpoint,
+        _no_checkpoint,
+        _edit_config,
+        _lie_about_best,
+        _garble_summary,
+    ],
 )
 def test_a_completed_run_that_is_not_whole_is_trained_again_its_files_kept(
     tmp_path, caplog, damage
@@ -375,6 +390,7 @@ def test_run_and_report_say_no_in_one_line_when_a_folder_cannot_be_made(tmp_path
         (["activation=leaky", "activation.negative_slope=1e38"], "non-finite outputs"),
         (["activation=elu", "activation.alpha=1e300"], "cannot be converted to type float"),
         (["model.width=1000000000000"], "more than this cpu device's"),
+        ([f"model.width={10**200}"], "1.00e\\+400 parameters"),  # beyond a float
         (["model.width=3000000", "model.depth=4"], "parameters, about"),
     ],
 )
@@ -413,6 +429,34 @@ def test_a_foreign_multirun_yaml_never_says_where_a_report_goes(tmp_path, monkey
     assert list(home.iterdir()) == []
     assert (tmp_path / "reports" / "sweep" / "report.html").is_file()
     assert "patience 3" in (tmp_path / "reports" / "sweep" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("a: " + "[" * 300 + "]" * 300, "nested deeper than 64 levels"),
+        ('s: &x "' + "y" * 1000 + '"\nl:\n' + "- *x\n" * 1000, "an alias (*name)"),
+        ("a: &a {b: 1}\nc: *a\n", "an alias (*name)"),
+    ],
+)
+def test_yaml_that_expands_or_nests_without_bound_is_refused_unbuilt(tmp_path, text, why):
+    write_sweep(tmp_path / "sweep", {"trainer.seed": [0, 1]}, epochs=4)
+    (tmp_path / "sweep" / "0" / "config.yaml").write_text(text)
+    (tmp_path / "sweep" / "multirun.yaml").write_text(text)
+    code, _, err = report_cli(str(tmp_path / "sweep"), "--dir", str(tmp_path / "reports"))
+    assert code == 0, err
+    [line] = [line for line in err.splitlines() if line.startswith("damaged run")]
+    assert "sweep/0: " in line and f"config.yaml: {why}" in line
+
+
+def test_a_checkpoint_changed_after_a_build_is_damaged_in_the_rebuild(tmp_path):
+    folder = trained(tmp_path / "sweep" / "0")
+    args = [str(tmp_path / "sweep"), "--dir", str(tmp_path / "reports")]
+    code, _, err = report_cli(*args)
+    assert code == 0 and "damaged run" not in err, err
+    _flip_checkpoint(folder)  # the rebuild reads the run again, not its indexed record
+    code, _, err = report_cli(*args)
+    assert code == 0 and "best.pt does not match the checksum" in err, err
 
 
 def test_fifos_devices_and_huge_files_are_named_not_read(tmp_path):
