@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,12 @@ def cli_env() -> dict[str, str]:
     return env
 
 
+def hears_ctrl_c() -> None:
+    """For a child process: SIGINT raises KeyboardInterrupt, as in a terminal, even when the
+    tests run where SIGINT is ignored (a shell's background job), which a child inherits."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
     """`python src/run.py ARGS` in `cwd`, started and left running (text pipes); as a context
     manager it is killed at the end unless it has ended."""
@@ -136,6 +143,7 @@ def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env=cli_env(),
+        preexec_fn=hears_ctrl_c,
     )
 
 

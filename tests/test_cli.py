@@ -11,7 +11,16 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import QUICK, REPORT_PY, RUN_PY, read_metrics, read_summary, run_cli, run_script
+from conftest import (
+    QUICK,
+    REPORT_PY,
+    RUN_PY,
+    hears_ctrl_c,
+    read_metrics,
+    read_summary,
+    run_cli,
+    run_script,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -151,6 +160,7 @@ def _start_long_run(tmp_path, *args):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=hears_ctrl_c,
     )
     deadline = time.time() + 120
     while time.time() < deadline:
